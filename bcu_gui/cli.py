@@ -1,0 +1,239 @@
+"""``bcu``: the headless front end. It drives the same core job API as the desktop app.
+
+Exit codes: 0 success, 1 unexpected failure, 2 bad input (one line on stderr), 130 interrupted (Ctrl-C stops
+at the next batch and keeps the run folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from typing import Sequence
+
+from .core.errors import BcuError, ConfigError
+from .core.events import Failed, Finished
+from .core.groups import PRESET_NAMES, parse_ratios
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr, not a wall of usage text."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="suspicious model: .pt/.pth/.bin/.ckpt, .safetensors, TorchScript, "
+                   "or BackdoorBench's attack_result.pt")
+    p.add_argument("--arch", help="architecture name when it cannot be inferred (see `bcu archs`)")
+    p.add_argument("--input-size", type=int, help="input image size in pixels (square)")
+    p.add_argument("--normalize", help="none | cifar10 | gtsrb | imagenet | mean,std | m1,m2,m3,s1,s2,s3")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="allow full unpickling of a pickled model (runs code from the file: trusted files only)")
+
+
+def _eval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--eval-clean", metavar="DIR", help="labelled clean images (one sub-folder per class) for ACC")
+    p.add_argument("--eval-poisoned", metavar="DIR", help="triggered images for ASR")
+    p.add_argument("--target-class", type=int, metavar="K", help="the attack's target class (for ASR)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
+    p.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="bcu", description="Backdoor cleansing with unlabelled data (BCU, CVPR 2023).")
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"bcu {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("inspect", help="architecture, classes, input size and layer groups of a checkpoint")
+    _model_args(p)
+    p.add_argument("--preset", default="paper", choices=PRESET_NAMES, help="ratios to show per group")
+    p.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
+
+    p = sub.add_parser("evaluate", help="clean accuracy (ACC) and attack success rate (ASR) of a checkpoint")
+    _model_args(p)
+    _eval_args(p)
+
+    p = sub.add_parser("cleanse", help="remove a backdoor by distilling a re-initialised student")
+    _model_args(p)
+    p.add_argument("--unlabeled", metavar="DIR", required=True, help="unlabelled images to distil on")
+    _cleanse_args(p)
+
+    p = sub.add_parser("demo", help="cleanse the built-in backdoored digits model (no data needed)")
+    p.add_argument("--ood", action="store_true", help="distil on out-of-distribution photo crops instead of digits")
+    _cleanse_args(p, demo=True)
+
+    sub.add_parser("archs", help="list the architectures BCU Studio knows")
+    return parser
+
+
+def _cleanse_args(p: argparse.ArgumentParser, demo: bool = False) -> None:
+    if not demo:
+        _eval_args(p)
+    else:
+        p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
+        p.add_argument("--json", action="store_true", help="one JSON object per epoch, then a summary")
+    p.add_argument("--preset", choices=PRESET_NAMES, default=None,
+                   help="re-initialisation ratios (default: paper; the demo uses strong)")
+    p.add_argument("--ratios", help="per-group ratios on top of the preset, e.g. stem=0.01,layer4=0.27")
+    p.add_argument("--epochs", type=int, default=None, help="distillation epochs (default 100)")
+    p.add_argument("--batch-size", type=int, default=None, help="batch size (default 256)")
+    p.add_argument("--lr", type=float, default=None, help="SGD learning rate (default 0.01)")
+    p.add_argument("--seed", type=int, default=0, help="seed for the re-initialisation masks and training")
+    p.add_argument("--precision", default="auto", help="auto | fp32 | bf16 | fp16 (auto: bf16 where supported)")
+    p.add_argument("--keep", choices=("last", "best"), default="last",
+                   help="save the last epoch, or the lowest-ASR epoch with ACC within 3 points (needs ASR)")
+    p.add_argument("--out", metavar="RUN_DIR", help="run folder (default: a new folder in the user data dir)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "archs":
+            return _archs()
+        if args.command == "inspect":
+            return _inspect(args)
+        if args.command == "evaluate":
+            return _evaluate(args)
+        return _cleanse(args)
+    except BcuError as exc:
+        print(f"bcu: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("bcu: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _archs() -> int:
+    from .core.archs import REGISTRY, torchvision_available
+
+    tv = torchvision_available()
+    for spec in REGISTRY.values():
+        note = " (needs torchvision: not available in this build)" if spec.needs_torchvision and not tv else ""
+        print(f"{spec.name:20s} {spec.title}, default input {spec.input_size}, {spec.normalization}{note}")
+    return EXIT_OK
+
+
+def _load(args: argparse.Namespace):
+    from .core.models import load_model
+
+    return load_model(args.checkpoint, arch=args.arch, trust=args.trust_checkpoint,
+                      input_size=args.input_size, normalize=args.normalize)
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from .core.groups import layer_groups, preset_ratios
+
+    model = _load(args)
+    groups = layer_groups(model.module)
+    ratios = preset_ratios(args.preset, groups)
+    if args.json:
+        print(json.dumps({
+            "checkpoint": str(model.path), "format": model.source_format, **model.metadata(),
+            "parameters": model.parameter_count, "notes": model.notes,
+            "groups": [{"name": g.name, "weights": g.weight_count, "ratio": ratios[g.name],
+                        "reinitialised": g.reinit_estimate(ratios[g.name])} for g in groups],
+        }, indent=2))
+        return EXIT_OK
+    width = f", width {model.width}" if model.width else ""
+    print(f"checkpoint     {model.path} ({model.source_format})")
+    print(f"architecture   {model.arch.title if model.arch else model.arch_name}{width}")
+    print(f"classes        {model.num_classes}")
+    print(f"input          {model.input_size}x{model.input_size}, normalisation {model.normalization.describe()}")
+    print(f"parameters     {model.parameter_count:,}")
+    for note in model.notes:
+        print(f"note           {note}")
+    print(f"\nlayer groups (ratios of preset '{args.preset}'):")
+    print(f"  {'group':24s} {'weights':>12s} {'ratio':>7s} {'re-initialised':>15s}")
+    for g in groups:
+        print(f"  {g.name:24s} {g.weight_count:12,d} {ratios[g.name]:7.3f} {g.reinit_estimate(ratios[g.name]):15,d}")
+    total = sum(g.weight_count for g in groups)
+    chosen = sum(g.reinit_estimate(ratios[g.name]) for g in groups)
+    print(f"  {'total':24s} {total:12,d} {chosen / max(1, total):7.3f} {chosen:15,d}")
+    return EXIT_OK
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .core.devices import plan_compute
+    from .core.evaluation import Evaluator, load_eval_sets
+
+    if not args.eval_clean and not args.eval_poisoned:
+        raise ConfigError("give --eval-clean DIR (for ACC) and/or --eval-poisoned DIR --target-class K (for ASR)")
+    model = _load(args)
+    sets = load_eval_sets(args.eval_clean, args.eval_poisoned, args.target_class, model.input_size,
+                          model.num_classes)
+    for s in (sets.clean, sets.triggered):
+        if s is not None and s.skipped_summary():
+            print(f"bcu: warning: {s.skipped_summary()}", file=sys.stderr)
+    plan = plan_compute(args.device)
+    result = Evaluator(sets, model.normalization, plan).measure(model.module.to(plan.device))
+    result = {"acc": result["acc"], "asr": result["asr"],
+              "clean_images": len(sets.clean) if sets.clean else 0,
+              "triggered_images": len(sets.triggered) if sets.triggered else 0}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        if result["acc"] is not None:
+            print(f"ACC  {result['acc']:.2%}  ({result['clean_images']} clean images)")
+        if result["asr"] is not None:
+            print(f"ASR  {result['asr']:.2%}  ({result['triggered_images']} triggered non-target images, "
+                  f"target class {args.target_class})")
+    return EXIT_OK
+
+
+def _config(args: argparse.Namespace):
+    from .core.job import CleanseConfig
+
+    overrides = {k: v for k, v in {"preset": args.preset, "epochs": args.epochs, "batch_size": args.batch_size,
+                                   "lr": args.lr}.items() if v is not None}
+    common = dict(device=args.device, seed=args.seed, precision=args.precision, keep=args.keep, out=args.out,
+                  ratios=parse_ratios(args.ratios) if args.ratios else {})
+    if args.command == "demo":
+        from .demo.config import demo_config
+
+        cfg = demo_config(ood=args.ood, **common)
+        for key, value in overrides.items():
+            setattr(cfg, key, value)
+        return cfg
+    return CleanseConfig(checkpoint=args.checkpoint, unlabeled=args.unlabeled, eval_clean=args.eval_clean,
+                         eval_poisoned=args.eval_poisoned, target_class=args.target_class, arch=args.arch,
+                         input_size=args.input_size, normalize=args.normalize,
+                         trust_checkpoint=args.trust_checkpoint, **common, **overrides)
+
+
+def _cleanse(args: argparse.Namespace) -> int:
+    from .core.job import CleanseJob
+    from .console import ConsoleReporter, JsonReporter
+
+    job = CleanseJob(_config(args))
+    reporter = JsonReporter() if args.json else ConsoleReporter()
+
+    def on_interrupt(signum, frame):  # first Ctrl-C: stop at the next batch and save; second: give up
+        if job.cancelled:
+            raise KeyboardInterrupt
+        print("\nbcu: stopping after this batch (Ctrl-C again to abort)...", file=sys.stderr)
+        job.cancel()
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        for event in job.events():
+            reporter.handle(event)
+            if isinstance(event, Failed):
+                print(f"bcu: error: {event.message}", file=sys.stderr)
+                return EXIT_BAD_INPUT if event.kind == "input" else EXIT_FAILED
+            if isinstance(event, Finished):
+                return EXIT_INTERRUPTED if event.cancelled else EXIT_OK
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        reporter.close()
+    return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""How the CLI shows a job's events: a progress bar with per-epoch lines, or JSON lines for machines."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from .core.events import EpochEnd, Event, Failed, Finished, Log, Started, Step, to_record
+
+
+def pct(value: float | None) -> str:
+    return "  n/a " if value is None else f"{value:6.1%}"
+
+
+class ConsoleReporter:
+    """tqdm bar over all steps; one line per epoch; a summary at the end (stderr for chatter, stdout for results)."""
+
+    def __init__(self) -> None:
+        self._bar = None
+
+    def handle(self, event: Event) -> None:
+        from tqdm import tqdm
+
+        if isinstance(event, Log):
+            prefix = "warning: " if event.level == "warning" else ""
+            (self._bar.write if self._bar else lambda m: print(m, file=sys.stderr))(f"{prefix}{event.message}")
+        elif isinstance(event, Started):
+            print(f"teacher: ACC {pct(event.teacher_acc)}  ASR {pct(event.teacher_asr)}", file=sys.stderr)
+            self._bar = tqdm(total=event.epochs * event.steps_per_epoch, unit="step", file=sys.stderr,
+                             dynamic_ncols=True, desc="cleansing")
+        elif isinstance(event, Step) and self._bar is not None:
+            self._bar.update(1)
+            self._bar.set_postfix(epoch=event.epoch + 1, loss=f"{event.loss:.4f}", refresh=False)
+        elif isinstance(event, EpochEnd) and self._bar is not None:
+            self._bar.write(f"epoch {event.epoch:3d}/{event.epochs}  loss {event.loss:.4f}  ACC {pct(event.acc)}  "
+                            f"ASR {pct(event.asr)}  agreement {pct(event.agreement)}  T {event.temperature:.2f}  "
+                            f"{event.seconds:.1f} s")
+        elif isinstance(event, Finished):
+            self.close()
+            s = event.summary
+            cleansed = s.get("cleansed") or {}
+            print(f"{'cancelled' if event.cancelled else 'done'} in {s['seconds']:.1f} s "
+                  f"({s['images_per_second']} images/s on {s['device']}); kept {s['kept']} epoch")
+            print(f"teacher   ACC {pct(s['teacher']['acc'])}  ASR {pct(s['teacher']['asr'])}")
+            print(f"cleansed  ACC {pct(cleansed.get('acc'))}  ASR {pct(cleansed.get('asr'))}")
+            print(f"saved     {event.run_dir}")
+        elif isinstance(event, Failed):
+            self.close()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+class JsonReporter:
+    """One JSON object per epoch and a final summary object on stdout; steps are not printed."""
+
+    def handle(self, event: Event) -> None:
+        if isinstance(event, (EpochEnd, Finished, Started)):
+            print(json.dumps(to_record(event)), flush=True)
+        elif isinstance(event, Log):
+            print(event.message, file=sys.stderr)
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,86 @@
+"""The run folder: a self-describing record of one cleansing run, every file written atomically.
+
+    config.json        everything needed to run it again
+    metrics.jsonl      one line per epoch
+    summary.json       teacher and final ACC/ASR, re-init counts, time, whether it was cancelled
+    cleansed.pt        the student as a plain state_dict
+    cleansed.safetensors
+    cleansed.json      sidecar: architecture, classes, input size, normalisation
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import atomic
+
+MODEL_STEM = "cleansed"
+
+
+def default_runs_root() -> Path:
+    """Where runs go when the user names no folder: the per-user data directory."""
+    from platformdirs import user_data_path
+
+    return user_data_path("bcu-studio", appauthor=False) / "runs"
+
+
+def new_run_dir(root: str | Path | None = None, label: str = "run") -> Path:
+    """A fresh, timestamped folder under ``root`` (never reuses an existing one)."""
+    base = Path(root) if root else default_runs_root()
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for i in range(1000):
+        candidate = base / (f"{stamp}-{label}" + (f"-{i}" if i else ""))
+        if not candidate.exists():
+            return candidate
+    raise FileExistsError(f"could not find a free run folder name under {base}")
+
+
+def plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """CPU, contiguous, unshared tensors: what both torch.save and safetensors accept."""
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+
+
+def save_model(model: nn.Module, path: str | Path, metadata: dict) -> list[Path]:
+    """Save ``model`` as ``<stem>.pt`` and ``<stem>.safetensors`` with a ``<stem>.json`` sidecar."""
+    from safetensors.torch import save_file
+
+    base = Path(path)
+    stem = base.with_suffix("") if base.suffix in (".pt", ".pth", ".safetensors") else base
+    state = plain_state_dict(model)
+    pt, st, sidecar = stem.with_suffix(".pt"), stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+    atomic.write_with(pt, lambda tmp: torch.save(state, tmp))
+    header = {k: json.dumps(v) if not isinstance(v, str) else v for k, v in metadata.items()}
+    atomic.write_with(st, lambda tmp: save_file(state, str(tmp), metadata=header))
+    atomic.write_json(sidecar, metadata)
+    return [pt, st, sidecar]
+
+
+class RunFolder:
+    """Writes one run's files; every write replaces a whole file atomically."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._metrics: list[dict] = []
+
+    @property
+    def model_path(self) -> Path:
+        return self.path / f"{MODEL_STEM}.pt"
+
+    def write_config(self, config: dict) -> None:
+        atomic.write_json(self.path / "config.json", config)
+
+    def append_metrics(self, record: dict) -> None:
+        self._metrics.append(record)
+        atomic.write_text(self.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self._metrics))
+
+    def write_summary(self, summary: dict) -> None:
+        atomic.write_json(self.path / "summary.json", summary)
+
+    def save_model(self, model: nn.Module, metadata: dict) -> list[Path]:
+        return save_model(model, self.model_path, metadata)
