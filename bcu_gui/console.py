@@ -12,19 +12,47 @@ def pct(value: float | None) -> str:
     return "  n/a " if value is None else f"{value:6.1%}"
 
 
+class _Preamble:
+    """Log lines from before training starts: shown once it starts, dropped if the input turns out bad.
+
+    A run that fails on bad input then prints exactly one line (the error), as the CLI promises.
+    """
+
+    def __init__(self) -> None:
+        self.lines: list[str] | None = []
+
+    def add(self, line: str) -> bool:
+        if self.lines is None:
+            return False
+        self.lines.append(line)
+        return True
+
+    def flush(self) -> None:
+        for line in self.lines or []:
+            print(line, file=sys.stderr)
+        self.lines = None
+
+
+def _log_line(event: Log) -> str:
+    return ("warning: " if event.level == "warning" else "") + event.message
+
+
 class ConsoleReporter:
     """tqdm bar over all steps; one line per epoch; a summary at the end (stderr for chatter, stdout for results)."""
 
     def __init__(self) -> None:
         self._bar = None
+        self._preamble = _Preamble()
 
     def handle(self, event: Event) -> None:
         from tqdm import tqdm
 
         if isinstance(event, Log):
-            prefix = "warning: " if event.level == "warning" else ""
-            (self._bar.write if self._bar else lambda m: print(m, file=sys.stderr))(f"{prefix}{event.message}")
+            line = _log_line(event)
+            if not self._preamble.add(line):
+                (self._bar.write if self._bar else lambda m: print(m, file=sys.stderr))(line)
         elif isinstance(event, Started):
+            self._preamble.flush()
             print(f"teacher: ACC {pct(event.teacher_acc)}  ASR {pct(event.teacher_asr)}", file=sys.stderr)
             self._bar = tqdm(total=event.epochs * event.steps_per_epoch, unit="step", file=sys.stderr,
                              dynamic_ncols=True, desc="cleansing")
@@ -56,11 +84,16 @@ class ConsoleReporter:
 class JsonReporter:
     """One JSON object per epoch and a final summary object on stdout; steps are not printed."""
 
+    def __init__(self) -> None:
+        self._preamble = _Preamble()
+
     def handle(self, event: Event) -> None:
+        if isinstance(event, Started):
+            self._preamble.flush()
         if isinstance(event, (EpochEnd, Finished, Started)):
             print(json.dumps(to_record(event)), flush=True)
-        elif isinstance(event, Log):
-            print(event.message, file=sys.stderr)
+        elif isinstance(event, Log) and not self._preamble.add(_log_line(event)):
+            print(_log_line(event), file=sys.stderr)
 
     def close(self) -> None:
         pass
