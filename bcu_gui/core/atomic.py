@@ -22,6 +22,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp_path, 0o644)  # mkstemp makes it owner-only; a saved model is an ordinary file
         os.replace(tmp_path, target)
     finally:
         with contextlib.suppress(FileNotFoundError):
