@@ -28,3 +28,21 @@ def tiny_checkpoint(tmp_path, tiny_resnet):
     path = tmp_path / "tiny.pt"
     torch.save(tiny_resnet.state_dict(), path)
     return path
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_qthreads():
+    """Fail a test that leaves one of the app's QThreads running (the worker module keeps the registry).
+
+    A thread that is just winding down (its last signal was delivered a moment ago) gets a few seconds to
+    end; one still running after that was leaked. Tests that never import the app pay nothing.
+    """
+    yield
+    import sys
+
+    worker = sys.modules.get("bcu_gui.app.worker")
+    if worker is None:
+        return
+    leaked = [t for t in worker.live_threads() if not t.wait(5000)]
+    if leaked:
+        pytest.fail(f"{len(leaked)} QThread(s) left running: {[t.objectName() for t in leaked]}")

@@ -140,8 +140,17 @@ def _merge(units: list[list[tuple[str, nn.Module]]], limit: int) -> list[list[tu
 
 
 def layer_groups(model: nn.Module) -> list[LayerGroup]:
-    """The model's ordered layer groups, input to head."""
+    """The model's ordered layer groups, input to head.
+
+    A wrapper whose only child holds the network (``self.backbone = ResNet(...)``, common in pickled user
+    models) is looked through, so the backbone's own stages become the groups.
+    """
     children = dict(model.named_children())
+    if len(children) == 1 and not list(model.parameters(recurse=False)):
+        (name, inner), = children.items()
+        if list(inner.named_children()):
+            return [LayerGroup(g.name, tuple(f"{name}.{p}" for p in g.params), g.weight_count)
+                    for g in layer_groups(inner)]
     if _is_resnet_like(children):
         return _resnet_groups(children)
     units = _merge(_units(children), MAX_GROUPS)

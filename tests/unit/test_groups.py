@@ -74,3 +74,12 @@ def test_parse_and_resolve_ratios(tiny_resnet):
         parse_ratios("stem=lots")
     with pytest.raises(ConfigError, match="unknown preset"):
         preset_ratios("aggressive", groups)
+
+
+def test_a_lone_wrapper_child_is_looked_through(tiny_resnet):
+    wrapper = nn.Module()
+    wrapper.backbone = tiny_resnet
+    groups = layer_groups(wrapper)
+    assert [g.name for g in groups] == ["stem", "layer1", "layer2", "layer3", "layer4", "head"]
+    assert groups[0].params == ("backbone.conv1.weight",)
+    assert all(p in dict(wrapper.named_parameters()) for g in groups for p in g.params)

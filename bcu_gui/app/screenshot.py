@@ -1,0 +1,103 @@
+"""Screenshots of the real window on the demo: before a run, during it and at the end (docs and reviews).
+
+    xvfb-run -a -s "-screen 0 1280x800x24" python -m bcu_gui.app.screenshot docs/screenshots
+
+Uses private settings and a temporary run folder, so it leaves nothing in the user's configuration or run
+library. The PNGs are palette-reduced to keep the repository small.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+
+def _save(widget, path: Path) -> None:
+    from PIL import Image
+
+    widget.grab().save(str(path))
+    with Image.open(path) as img:
+        small = img.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+    small.save(path, optimize=True)
+    print(f"saved {path} ({path.stat().st_size // 1024} KiB)", flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bcu_gui.app.screenshot", description=__doc__.splitlines()[0])
+    parser.add_argument("out", help="folder for before.png, during.png, after.png")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs of the demo run (default: the demo's)")
+    parser.add_argument("--during-epoch", type=int, default=None, help="epoch after which 'during' is taken")
+    parser.add_argument("--size", default="1280x800", help="window size, WxH")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    width, height = (int(v) for v in args.size.lower().split("x"))
+
+    os.environ.setdefault("BCU_SETTINGS_ORG", "bcu-studio-screenshots")
+    import torch
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication
+
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    app = QApplication.instance() or QApplication(["bcu-gui"])
+    from .main_window import MainWindow
+
+    window = MainWindow()
+    window.resize(width, height)
+    window.show()
+    runs = tempfile.mkdtemp(prefix="bcu-screenshot-runs-")
+    state = {"code": 1, "during": False}
+
+    def scroll_left(to_end: bool) -> None:
+        bar = window.left_scroll.verticalScrollBar()
+        bar.setValue(bar.maximum() if to_end else 0)
+
+    def before() -> None:
+        if window.data_panel.is_checking() or window.missing_inputs():
+            QTimer.singleShot(100, before)
+            return
+        scroll_left(False)
+        QTimer.singleShot(300, lambda: (_save(window, out / "before.png"), start()))
+
+    def start() -> None:
+        if not window.start_run():
+            print("the run did not start:", window.missing_inputs(), file=sys.stderr)
+            app.exit(1)
+
+    def on_epoch(event) -> None:
+        during = args.during_epoch or max(1, event.epochs // 3)
+        if event.epoch >= during and not state["during"]:
+            state["during"] = True
+            window.loss_plot.flush()
+            window.epochs_plot.flush()
+            scroll_left(True)
+            _save(window, out / "during.png")
+
+    def on_finished(_event) -> None:
+        scroll_left(True)
+        QTimer.singleShot(300, lambda: (_save(window, out / "after.png"), state.update(code=0), app.exit(0)))
+
+    def on_failed(event) -> None:
+        print(f"the run failed: {event.message}", file=sys.stderr)
+        app.exit(1)
+
+    window.runner.epoch.connect(on_epoch)
+    window.run_finished.connect(on_finished)
+    window.run_failed.connect(on_failed)
+    if not window.open_demo():
+        return 1
+    window.training_panel.output.set_path(runs)
+    if args.epochs:
+        window.training_panel.epochs_spin.setValue(args.epochs)
+    QTimer.singleShot(500, before)
+    app.exec()
+    window.close()
+    return state["code"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""Opening checkpoints: what the loader found, overrides, unreadable files, and the trust dialog."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+from bcu_gui.core.groups import layer_groups
+
+sys.path.insert(0, str(Path(__file__).parent))
+from app_helpers import PickledClassifier  # noqa: E402
+
+
+def test_opening_the_demo_checkpoint_shows_the_detected_architecture(window, demo_env):
+    w = window
+    assert w.right_stack.currentWidget() is w.welcome  # welcome state until a model is loaded
+    assert w.open_checkpoint(demo_env / "model.pt")
+    p = w.model_panel
+    assert "ResNet-18 (CIFAR-style), width 16" == p.arch_label.text()
+    assert p.classes_label.text() == "10"
+    assert p.input_label.text().startswith("32 × 32")
+    assert p.params_label.text() == f"{p.model.parameter_count:,}"
+    assert "cifar10" in p.norm_label.text()
+    assert "architecture inferred" in p.notes_label.text()
+    assert w.right_stack.currentWidget() is w.right_splitter
+    assert not w.demo  # opened as a checkpoint, not as the demo
+    assert [r.group.name for r in w.reinit_panel.rows] == ["stem", "layer1", "layer2", "layer3", "layer4", "head"]
+    assert w.settings.recent_files() == [str((demo_env / "model.pt").resolve())]
+    assert w.run_panel.start_button.isEnabled() is False
+    assert "choose an unlabelled image folder" in w.run_panel.missing_label.text()
+
+
+def test_overrides_reload_the_model_with_the_users_settings(window, demo_env):
+    w = window
+    assert w.open_checkpoint(demo_env / "model.pt")
+    p = w.model_panel
+    p.norm_combo.setCurrentText("none")
+    p.size_spin.setValue(40)
+    p.arch_combo.setCurrentIndex(p.arch_combo.findData("resnet18_cifar"))
+    assert p.reload()
+    assert p.model.normalization.name == "none" and p.model.input_size == 40
+    assert "architecture named" in p.notes_label.text()
+    config = w.build_config()
+    assert (config.arch, config.input_size, config.normalize) == ("resnet18_cifar", 40, "none")
+
+
+def test_an_unreadable_checkpoint_shows_a_dialog_and_the_app_stays_usable(window, messages, tmp_path, demo_env):
+    w = window
+    bad = tmp_path / "broken.pt"
+    bad.write_bytes(b"this is not a checkpoint at all")
+    assert not w.open_checkpoint(bad)
+    assert messages.titles() == ["Cannot open the checkpoint"]
+    assert "broken.pt" in messages.texts()
+    assert w.model_panel.model is None
+    assert w.open_checkpoint(demo_env / "model.pt")  # still usable
+
+
+def test_a_wrong_architecture_override_is_a_dialog_and_keeps_the_loaded_model(window, messages, demo_env):
+    w = window
+    assert w.open_checkpoint(demo_env / "model.pt")
+    p = w.model_panel
+    p.arch_combo.setCurrentIndex(p.arch_combo.findData("preactresnet18"))
+    assert not p.reload()
+    assert messages.titles() == ["Cannot open the checkpoint"]
+    assert p.model.arch_name == "resnet18_cifar"
+
+
+def test_a_pickled_model_asks_for_trust_and_loads_only_when_trusted(window, messages, tmp_path):
+    w = window
+    path = tmp_path / "whole_model.pt"
+    torch.save(PickledClassifier(), path)
+
+    messages.trust = False
+    assert not w.open_checkpoint(path)
+    kind, title, text = messages.shown[-1]
+    assert kind == "box" and title == "Trust this checkpoint?"
+    assert "runs code" in text and "whole_model.pt" in text
+    assert w.model_panel.model is None
+
+    messages.trust = True
+    assert w.open_checkpoint(path)
+    model = w.model_panel.model
+    assert model.source_format == "module" and model.num_classes == 10
+    assert w.model_panel.trusted and "trusted" in w.model_panel.format_label.text()
+    assert w.build_config().trust_checkpoint is True
+    assert [r.group.name for r in w.reinit_panel.rows] == [g.name for g in layer_groups(model.module)]
