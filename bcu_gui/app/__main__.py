@@ -72,6 +72,15 @@ def check_args(args: argparse.Namespace) -> str | None:
     return None
 
 
+def _icon_path() -> Path | None:
+    """The app icon from the source tree or, in a PyInstaller bundle, from its data folder."""
+    for base in (Path(__file__).resolve().parents[2], Path(getattr(sys, "_MEIPASS", "") or "/nonexistent")):
+        candidate = base / "resources" / "icons" / "bcu-studio.png"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -93,6 +102,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(os.cpu_count() or 1)
     app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else "bcu-gui"])
     app.setApplicationName("BCU Studio")
+    app.setDesktopFileName("bcu-studio")
+    icon = _icon_path()
+    if icon is not None:
+        from PySide6.QtGui import QIcon
+
+        app.setWindowIcon(QIcon(str(icon)))
     from .. import __version__
 
     app.setApplicationVersion(__version__)

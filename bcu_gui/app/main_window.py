@@ -26,6 +26,7 @@ from ..core.models import LoadedModel
 from ..core.runs import MODEL_STEM, new_run_dir, save_model
 from . import dialogs
 from .log_pane import LogPane
+from .wheel_guard import WheelGuard
 from .panels.common import wait_cursor
 from .panels.data_panel import DataPanel
 from .panels.model_panel import ModelPanel
@@ -166,6 +167,8 @@ class MainWindow(QMainWindow):
         self.left_scroll.setWidget(column)
         self.left_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.left_column = column
+        self._wheel_guard = WheelGuard(self.left_scroll)
+        self._wheel_guard.install()
         self._fit_left_column()
 
         self.demo_banner = QLabel(DEMO_BANNER)

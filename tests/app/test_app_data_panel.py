@@ -110,7 +110,7 @@ def test_the_demo_says_which_unlabelled_data_it_uses_and_switches(qtbot, window,
     assert "in-distribution held-out digits" in d.demo_note.text()
     d.demo_switch.click()
     assert d.unlabeled_path() == str(demo_env / "ood_unlabeled")
-    assert "out-of-distribution photo crops" in d.demo_note.text() and "collapse clean ACC" in d.demo_note.text()
+    assert "out-of-distribution photo crops" in d.demo_note.text() and "clean ACC collapsed" in d.demo_note.text()
     _idle(qtbot, w)
     assert d.state("unlabeled").usable == 16
     d.demo_switch.click()

@@ -63,3 +63,31 @@ def test_nothing_clips_sideways_at_1280_by_800(qtbot, window):
     column = w.left_scroll.widget()
     assert column.width() <= w.left_scroll.viewport().width()  # the left column only scrolls vertically
     assert w.centralWidget().minimumSizeHint().width() <= 1280
+
+
+def test_wheel_over_an_unfocused_field_scrolls_the_column_not_the_value(qtbot):
+    from PySide6.QtCore import QPoint, QPointF, Qt
+    from PySide6.QtGui import QWheelEvent
+    from PySide6.QtWidgets import QApplication, QSpinBox
+
+    from bcu_gui.app.main_window import MainWindow
+
+    window = MainWindow()
+    qtbot.addWidget(window)
+    window.resize(1280, 400)
+    window.show()
+    spin = next(s for s in window.left_column.findChildren(QSpinBox) if s.isEnabled() and s.value() < s.maximum()
+                and s.value() > s.minimum())
+
+    def wheel():
+        event = QWheelEvent(QPointF(5, 5), QPointF(5, 5), QPoint(0, 0), QPoint(0, 120), Qt.MouseButton.NoButton,
+                            Qt.KeyboardModifier.NoModifier, Qt.ScrollPhase.NoScrollPhase, False)
+        QApplication.sendEvent(spin, event)
+
+    before = spin.value()
+    wheel()
+    assert spin.value() == before  # unfocused: the column scrolls instead
+    spin.setFocus()
+    qtbot.waitUntil(spin.hasFocus)
+    wheel()
+    assert spin.value() != before  # focused: the wheel edits the value as usual

@@ -28,8 +28,8 @@ CHECK_SIZE = 16  # decode-check size: every file is really decoded, but stored t
 THUMB_SIZE = 32
 THUMB_COUNT = 8
 MIN_UNLABELED = 2
-OOD_NOTE = ("out-of-distribution photo crops. Measured on this small model, they also cut the backdoor, "
-            "but they collapse clean ACC: the student learns too little about digits from photos.")
+OOD_NOTE = ("out-of-distribution photo crops. Measured on this small model (demo settings): ASR fell only to "
+            "43% and clean ACC collapsed to 31%: photos teach a digits student too little.")
 ID_NOTE = "in-distribution held-out digits (400 images the model never saw in training)."
 
 
