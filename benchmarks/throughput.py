@@ -43,32 +43,31 @@ def make_inputs(root: Path, count: int, width: int) -> tuple[Path, Path, torch.T
 
 
 def engine(ckpt: Path, folder: Path, args: argparse.Namespace, out: Path) -> tuple[float, float]:
-    """(training images/s, whole-run images/s) of the engine, after a warm-up epoch."""
+    """(training images/s, whole-run images/s) of the engine, after a warm-up epoch.
+
+    Training time of an epoch runs from the previous epoch's end event to the epoch's last step event: it
+    holds everything the engine does per batch and nothing of the per-epoch evaluation that follows.
+    """
     cfg = CleanseConfig(checkpoint=str(ckpt), unlabeled=str(folder), preset="strong", epochs=args.epochs,
                         batch_size=args.batch_size, device=args.device, precision=args.precision,
                         channels_last=args.channels_last, out=str(out))
-    train_seconds, train_images, whole_start, whole_images = 0.0, 0, None, 0
-    last_step_time, last_epoch = None, None
+    train_seconds, epochs_timed = 0.0, 0
+    epoch_start = whole_start = last_step = None
     for event in CleanseJob(cfg).events():
         now = time.perf_counter()
         if isinstance(event, Step):
-            batch = min(args.batch_size, args.images - ((event.step - 1) % _steps(args)) * args.batch_size)
-            if event.epoch >= 1:
-                if last_epoch == event.epoch and last_step_time is not None:
-                    train_seconds += now - last_step_time
-                    train_images += batch
-                whole_images += batch
-            last_step_time, last_epoch = now, event.epoch
-        elif isinstance(event, EpochEnd) and event.epoch == 1:
-            whole_start = now
+            last_step = now
+        elif isinstance(event, EpochEnd):
+            if event.epoch >= 2 and epoch_start is not None and last_step is not None:
+                train_seconds += last_step - epoch_start
+                epochs_timed += 1
+            if event.epoch == 1:
+                whole_start = now
+            epoch_start = now
         elif isinstance(event, Failed):
             raise SystemExit(f"engine failed: {event.message}")
-    whole = whole_images / (time.perf_counter() - whole_start) if whole_start else float("nan")
-    return train_images / train_seconds, whole
-
-
-def _steps(args: argparse.Namespace) -> int:
-    return -(-args.images // args.batch_size)
+    whole = epochs_timed * args.images / (time.perf_counter() - whole_start)
+    return epochs_timed * args.images / train_seconds, whole
 
 
 def bare_loop(images: torch.Tensor, args: argparse.Namespace) -> float:
@@ -88,8 +87,9 @@ def bare_loop(images: torch.Tensor, args: argparse.Namespace) -> float:
         start = time.perf_counter()
         for b in range(0, len(x_all), args.batch_size):
             x = x_all[b:b + args.batch_size]
-            with torch.no_grad(), plan.autocast():
+            with torch.inference_mode(), plan.autocast():
                 p = F.softmax(teacher(x).float() / 2.0, 1)
+            p = p.clone()
             with plan.autocast():
                 s = student(x)
             loss = F.kl_div(F.log_softmax(s.float() / 2.0, 1), p, reduction="batchmean")
