@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
 from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QMainWindow, QMessageBox, QPushButton,
                                QScrollArea, QSplitter, QStackedWidget, QVBoxLayout, QWidget)
@@ -44,6 +44,9 @@ FAILURE_TITLES = {"memory": "Out of memory", "disk": "Disk full", "input": "Cann
 LEFT_WIDTH = 470
 
 JobFactory = Callable[[CleanseConfig, LoadedModel], object]
+
+
+MIN_WINDOW = QSize(1200, 760)  # below this the panels and both plots no longer fit side by side
 
 
 class MainWindow(QMainWindow):
@@ -250,6 +253,17 @@ class MainWindow(QMainWindow):
         r.paused_changed.connect(self._on_paused_changed)
 
     # ---------------------------------------------------------------------------------------- settings
+    def _fit_to_screen(self) -> None:
+        """Never restore a window too small to use (a crash or a tiny virtual screen saved it) or off screen."""
+        screen = self.screen()
+        if screen is None:
+            return
+        area = screen.availableGeometry()
+        width = min(area.width(), max(self.width(), MIN_WINDOW.width()))
+        height = min(area.height(), max(self.height(), MIN_WINDOW.height()))
+        if (width, height) != (self.width(), self.height()):
+            self.resize(width, height)
+
     def _restore(self) -> None:
         s = self.settings
         geometry = s.window_state("geometry")
@@ -257,6 +271,7 @@ class MainWindow(QMainWindow):
             self.restoreGeometry(geometry)
         else:
             self.resize(1280, 800)
+        self._fit_to_screen()
         for key, splitter in (("main_splitter", self.main_splitter), ("right_splitter", self.right_splitter),
                               ("plot_splitter", self.plot_splitter)):
             state = s.window_state(key)

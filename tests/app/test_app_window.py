@@ -91,3 +91,19 @@ def test_wheel_over_an_unfocused_field_scrolls_the_column_not_the_value(qtbot):
     qtbot.waitUntil(spin.hasFocus)
     wheel()
     assert spin.value() != before  # focused: the wheel edits the value as usual
+
+
+def test_a_tiny_saved_window_size_is_not_restored(qtbot):
+    from PySide6.QtCore import QRect
+
+    from bcu_gui.app.main_window import MIN_WINDOW, MainWindow
+
+    first = MainWindow()
+    qtbot.addWidget(first)
+    first.setGeometry(QRect(10, 10, 600, 300))
+    first.close()  # saves the tiny geometry
+    window = MainWindow()
+    qtbot.addWidget(window)
+    area = window.screen().availableGeometry()
+    assert window.width() >= min(MIN_WINDOW.width(), area.width())
+    assert window.height() >= min(MIN_WINDOW.height(), area.height())
