@@ -19,12 +19,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..core.data import to_model_input
 from ..core.nets import CifarResNet
+from ..core.normalization import PRESETS
 from .attacks import get_attack
 
 Norm = Sequence[float]
-# CIFAR-10 statistics, the same numbers as ``core.normalization.PRESETS["cifar10"]`` (a test checks it).
-CIFAR10_NORM = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+# CIFAR-10 statistics, as tuples, from the engine's presets.
+CIFAR10_NORM = (PRESETS["cifar10"].mean, PRESETS["cifar10"].std)
 SPLIT_SIZES = {"train": 1000, "unlabeled": 400}  # "test" takes the rest (397 of 1797)
 
 
@@ -63,10 +65,10 @@ def split_digits(images: torch.Tensor, labels: torch.Tensor, seed: int = 0) -> d
 
 
 def normalize(images: torch.Tensor, mean: Norm = CIFAR10_NORM[0], std: Norm = CIFAR10_NORM[1]) -> torch.Tensor:
-    """uint8 NCHW -> float ``(x / 255 - mean) / std``."""
+    """uint8 NCHW -> float ``(x / 255 - mean) / std``: the engine's own conversion, with plain-tuple stats."""
     m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
     s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
-    return (images.float() / 255.0 - m) / s
+    return to_model_input(images, m, s)
 
 
 def poison(images: torch.Tensor, labels: torch.Tensor, attack_fn: Callable[[torch.Tensor], torch.Tensor],
