@@ -49,11 +49,18 @@ def ask(parent: QWidget | None, title: str, text: str) -> bool:
 
 
 def ask_trust(parent: QWidget | None, file_name: str, reason: str) -> bool:
-    """Explain why a pickled checkpoint is dangerous and let the user decide; Cancel is the default."""
+    """Explain why a pickled or TorchScript checkpoint is dangerous and let the user decide; Cancel is the
+    default. ``reason`` is the engine's message, which says which of the two the file is."""
     title = "Trust this checkpoint?"
-    text = (f"{file_name} can only be read by full unpickling.\n\n"
-            "Unpickling runs code stored in the file, with your permissions: a malicious checkpoint can do "
-            "anything a program on this computer can do. Load it only if you trust where it came from.")
+    if "TorchScript" in reason:
+        first = (f"{file_name} is a TorchScript program.\n\n"
+                 "Loading it runs code stored in the file (while it loads and on every image), with your "
+                 "permissions: ")
+    else:
+        first = (f"{file_name} can only be read by full unpickling.\n\n"
+                 "Unpickling runs code stored in the file, with your permissions: ")
+    text = first + ("a malicious checkpoint can do anything a program on this computer can do. Load it only "
+                    "if you trust where it came from.")
     if _headless is not None:
         return _headless("trust", title, text)
     box = QMessageBox(parent)

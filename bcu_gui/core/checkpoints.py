@@ -5,6 +5,8 @@ is unpickled. So every ``torch.save`` file is first read with ``weights_only=Tru
 plain containers only; numpy arrays (BackdoorBench keeps its poisoned-data bookkeeping in them) are allowed too,
 because their reconstruction functions rebuild data and call no user code. Anything that still needs full
 unpickling is refused with :class:`UntrustedCheckpointError` unless the caller passes ``trust=True``.
+TorchScript archives are refused the same way: ``torch.jit.load`` runs the file's own ``__setstate__`` code
+while loading, and its graph can read and write files, so nothing of one is loaded without trust.
 
 The format is sniffed from the first bytes and the zip directory (never from the suffix alone), so each file
 is opened for tensor data once. Architecture inference is not done here: :func:`archs.infer_architecture`
@@ -61,6 +63,8 @@ _UNSAFE_GLOBAL = re.compile(r"GLOBAL (\S+) (?:was not an allowed global|whose mo
 # torch's safe_globals context edits one process-wide list: two loads in parallel threads would remove each
 # other's entries mid-load, so weights-only loads take turns.
 _SAFE_LOAD_LOCK = threading.Lock()
+_TRUST_ADVICE = ("load it only if you trust where it came from (--trust-checkpoint in the CLI, "
+                 "'Trust and load' in the app)")
 
 
 @dataclass
@@ -71,11 +75,11 @@ class RawCheckpoint:
     format: str  # one of FORMATS
     # tensors only, wrapper prefixes stripped; None for module/torchscript
     state_dict: dict[str, torch.Tensor] | None = field(repr=False)
-    # whole pickled nn.Module or TorchScript module (eval mode), else None
+    # whole pickled nn.Module or TorchScript module (eval mode; both only ever loaded with trust), else None
     module: nn.Module | None = field(repr=False)
     # normalised hints, keys only when known: arch, num_classes, width, input_size, mean, std, normalize
     metadata: dict = field(default_factory=dict)
-    trusted_load: bool = False  # True when full unpickling (which can run code) was used
+    trusted_load: bool = False  # True when full unpickling or TorchScript loading (which run code) was used
 
 
 def read_checkpoint(path: str | Path, trust: bool = False) -> RawCheckpoint:
@@ -251,7 +255,7 @@ def _read_zip(path: Path, trust: bool) -> RawCheckpoint:
             f"{path.name} is truncated or damaged (its zip directory cannot be read); copy or save it again"
         ) from exc
     if "constants.pkl" in records or any(r.startswith("code/") for r in records):
-        return _read_torchscript(path)
+        return _read_torchscript(path, trust)
     if "data.pkl" in records:
         return _read_torch_pickle(path, trust, legacy=False)
     if "archive_format" in records or any(r.startswith("models/") for r in records):
@@ -262,8 +266,19 @@ def _read_zip(path: Path, trust: bool) -> RawCheckpoint:
     raise CheckpointError(f"{path.name} is a zip archive but not a PyTorch, safetensors or TorchScript checkpoint")
 
 
-def _read_torchscript(path: Path) -> RawCheckpoint:
-    # TorchScript archives hold TorchScript code and data, not pickled Python classes: no trust needed.
+def _read_torchscript(path: Path, trust: bool) -> RawCheckpoint:
+    """A TorchScript archive: its code runs as soon as it is loaded, so only with trust.
+
+    ``torch.jit.load`` executes the file's own ``__setstate__`` methods while it rebuilds the modules, and
+    every forward pass runs the file's graph, which may call operators that read and write files
+    (``torch.from_file(..., shared=True)`` then an in-place copy). So a TorchScript file is treated like a
+    pickle: without trust nothing of it is loaded, only its zip directory has been read.
+    """
+    if not trust:
+        raise UntrustedCheckpointError(
+            f"{path.name} is a TorchScript program: loading it runs code stored in the file (its own "
+            f"__setstate__ methods while loading, its graph on every call); {_TRUST_ADVICE}"
+        )
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.jit's deprecation notices mean nothing to the user
@@ -271,7 +286,7 @@ def _read_torchscript(path: Path) -> RawCheckpoint:
     except Exception as exc:
         raise CheckpointError(f"{path.name} is a TorchScript file that cannot be loaded ({_one_line(exc)})") from exc
     module.eval()
-    return RawCheckpoint(path, "torchscript", None, module, {})
+    return RawCheckpoint(path, "torchscript", None, module, {}, trusted_load=True)
 
 
 def _read_torch_pickle(path: Path, trust: bool, legacy: bool) -> RawCheckpoint:
@@ -443,8 +458,7 @@ def _torch_at_least(major: int, minor: int) -> bool:
 
 
 def _untrusted(path: Path, exc: BaseException) -> UntrustedCheckpointError:
-    advice = ("load it only if you trust where it came from (--trust-checkpoint in the CLI, "
-              "'Trust and load' in the app)")
+    advice = _TRUST_ADVICE
     match = _UNSAFE_GLOBAL.search(str(exc))
     if match:
         return UntrustedCheckpointError(

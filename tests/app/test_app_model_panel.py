@@ -86,3 +86,18 @@ def test_a_pickled_model_asks_for_trust_and_loads_only_when_trusted(window, mess
     assert w.model_panel.trusted and "trusted" in w.model_panel.format_label.text()
     assert w.build_config().trust_checkpoint is True
     assert [r.group.name for r in w.reinit_panel.rows] == [g.name for g in layer_groups(model.module)]
+
+
+def test_a_torchscript_file_asks_for_trust_and_runs_nothing_when_refused(window, messages, tmp_path):
+    sys.path.insert(0, str(Path(__file__).parents[1] / "unit"))
+    from checkpoint_helpers import VICTIM_TEXT, write_file_writing_torchscript
+
+    path, victim = tmp_path / "scripted.pt", tmp_path / "victim.txt"
+    write_file_writing_torchscript(path, victim)
+    messages.trust = False
+    assert not window.open_checkpoint(path)
+    kind, title, text = messages.shown[-1]
+    assert kind == "box" and title == "Trust this checkpoint?"
+    assert "TorchScript" in text and "scripted.pt" in text
+    assert window.model_panel.model is None
+    assert victim.read_text() == VICTIM_TEXT

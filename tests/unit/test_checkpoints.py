@@ -21,7 +21,7 @@ from bcu_gui.core.errors import CheckpointError, UntrustedCheckpointError
 from bcu_gui.core.nets import CifarResNet, PreActResNet
 
 sys.path.insert(0, str(Path(__file__).parent))  # the helper module must import under any pytest import mode
-from checkpoint_helpers import WrappedClassifier  # noqa: E402
+from checkpoint_helpers import VICTIM_TEXT, WrappedClassifier, write_file_writing_torchscript  # noqa: E402
 
 
 @pytest.fixture
@@ -277,16 +277,31 @@ def test_trusted_module_whose_code_is_missing_gives_a_clear_error(tmp_path, monk
     assert "vanishing_model_mod" in str(exc.value)
 
 
-def test_torchscript_loads_without_trust(tmp_path, model):
+def test_torchscript_is_refused_without_trust_and_loads_with_it(tmp_path, model):
     path = tmp_path / "scripted.pt"
     x = torch.rand(1, 3, 8, 8)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.jit's deprecation notices
         torch.jit.save(torch.jit.trace(model, x, check_trace=False), str(path))
-    raw = read_checkpoint(path)
-    assert (raw.format, raw.trusted_load, raw.state_dict) == ("torchscript", False, None)
+    with pytest.raises(UntrustedCheckpointError) as exc:
+        read_checkpoint(path)
+    assert_one_line_naming(exc, "scripted.pt")
+    assert "TorchScript" in str(exc.value) and "--trust-checkpoint" in str(exc.value)
+    raw = read_checkpoint(path, trust=True)
+    assert (raw.format, raw.trusted_load, raw.state_dict) == ("torchscript", True, None)
     assert isinstance(raw.module, torch.jit.ScriptModule) and not raw.module.training
     assert_same_tensors(raw.module.state_dict(), model.state_dict())
+
+
+def test_torchscript_code_never_runs_without_trust(tmp_path):
+    path, victim = tmp_path / "hostile.pt", tmp_path / "victim.txt"
+    write_file_writing_torchscript(path, victim)
+    with pytest.raises(UntrustedCheckpointError):
+        read_checkpoint(path)
+    assert victim.read_text() == VICTIM_TEXT
+    # the file really is hostile: trusting it lets its __setstate__ overwrite the victim while loading
+    read_checkpoint(path, trust=True)
+    assert victim.read_text().startswith("XXXXXXXX")
 
 
 # ------------------------------------------------------------------------------------------------------ sidecars

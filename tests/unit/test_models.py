@@ -34,7 +34,7 @@ def test_sidecar_metadata_wins_and_user_overrides_win_over_it(tiny_checkpoint):
 def test_whole_module_classes_come_from_a_forward_pass(tmp_path, tiny_resnet):
     path = tmp_path / "scripted.pt"
     torch.jit.save(torch.jit.script(tiny_resnet), path)
-    model = load_model(path)
+    model = load_model(path, trust=True)
     assert model.source_format == "torchscript" and model.num_classes == 10 and model.arch is None
     assert model.input_size == 32 and "assumed 32" in " ".join(model.notes)
     fresh = model.fresh(seed=1)  # seed 0 would redraw the fixture's own untrained weights

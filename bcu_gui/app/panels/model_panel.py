@@ -165,7 +165,7 @@ class ModelPanel(QGroupBox):
         self.input_label.setText(f"{model.input_size} × {model.input_size} px, RGB")
         self.params_label.setText(f"{model.parameter_count:,}")
         self.norm_label.setText(model.normalization.describe())
-        trust = " (loaded as trusted: full unpickling)" if self.trusted else ""
+        trust = " (loaded as trusted: code from the file may run)" if self.trusted else ""
         self.format_label.setText(f"{model.source_format}{trust}")
         notes = [n for n in model.notes]
         self.notes_label.setText("\n".join(f"• {n}" for n in notes))
