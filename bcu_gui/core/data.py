@@ -15,6 +15,7 @@ from __future__ import annotations
 import operator
 import os
 import stat
+import warnings
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "ImageSet",
     "scan_images",
+    "scan_folder",
     "load_unlabeled",
     "load_labeled",
     "load_triggered",
@@ -48,6 +50,18 @@ ProgressFn = Callable[[int, int], None]
 _PROGRESS_EVERY = 64  # report at most about this often: the GUI repaints on each report
 _CHUNK = 16  # files per decode task: keeps executor overhead small next to decoding
 _MAX_WORKERS = 8  # Pillow scales poorly past this; the disk usually becomes the limit
+_OUTSIDE_LINK = "link leads outside the folder"
+
+# Pillow warns (two lines on stderr) for images between its pixel limit and twice it; we shrink every image
+# to the model's input size anyway, and the hard limit (DecompressionBombError) still makes a file be skipped.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+_NUMBER_WORDS = {
+    word: i for i, word in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+        "sixteen seventeen eighteen nineteen twenty".split()
+    )
+}
 
 
 # --------------------------------------------------------------------------------------------------- ImageSet
@@ -63,6 +77,7 @@ class ImageSet:
     files: list[Path] = field(repr=False)  # the file each row came from
     skipped: list[tuple[Path, str]] = field(repr=False)  # unreadable files and why
     root: Path
+    notes: list[str] = field(default_factory=list)  # how folders were read (class mapping), for the log
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -103,16 +118,28 @@ def _check_folder(folder: str | Path) -> Path:
     return root
 
 
-def _walk_images(top: Path) -> list[tuple[str, ...]]:
-    """Image paths under ``top`` as tuples of path parts relative to it, unsorted.
+def _inside(path: str, top_real: str) -> bool:
+    real = os.path.realpath(path)
+    return real == top_real or real.startswith(top_real.rstrip(os.sep) + os.sep)
 
-    Symlinked folders are followed (datasets are often assembled from links) but each real folder is
-    visited once, so a link cycle cannot loop. Hidden entries (name starting with '.') are skipped: they
-    are macOS '._*' metadata, '.ipynb_checkpoints' copies and the like, never intended images.
+
+def _walk_images(
+    top: Path, follow_outside: bool = False, boundary: Path | None = None
+) -> tuple[list[tuple[str, ...]], list[tuple[str, ...]]]:
+    """``(images, outside links)`` under ``top``, as tuples of path parts relative to it, unsorted.
+
+    Symlinks are followed while they stay inside the chosen folder (datasets are often assembled from
+    links), and each real folder is visited once, so a link cycle cannot loop. A link that leads out of the
+    folder (a link to ``/`` would pull in the whole disk) is not followed unless ``follow_outside``; it is
+    returned in the second list so the caller can say so. ``boundary`` is the folder the user chose when
+    ``top`` is one of its sub-folders (a class folder), so links between class folders stay inside. Hidden entries (name starting with '.') are
+    skipped: they are macOS '._*' metadata, '.ipynb_checkpoints' copies and the like, never intended images.
     Sub-folders we may not read are skipped silently, as ``os.walk`` does.
     """
     found: list[tuple[str, ...]] = []
+    outside: list[tuple[str, ...]] = []
     seen: set[tuple[int, int]] = set()
+    top_real = os.path.realpath(boundary if boundary is not None else top)
     stack: list[tuple[str, tuple[str, ...]]] = [(str(top), ())]
     while stack:
         path, parts = stack.pop()
@@ -133,44 +160,69 @@ def _walk_images(top: Path) -> list[tuple[str, ...]]:
             if name.startswith("."):
                 continue
             try:
-                if entry.is_dir():
+                is_dir = entry.is_dir()
+                is_image = not is_dir and _is_image_name(name) and entry.is_file()
+                if not (is_dir or is_image):
+                    continue
+                if not follow_outside and entry.is_symlink() and not _inside(entry.path, top_real):
+                    outside.append(parts + (name,))
+                elif is_dir:
                     stack.append((entry.path, parts + (name,)))
-                elif _is_image_name(name) and entry.is_file():
+                else:
                     found.append(parts + (name,))
             except OSError:
                 continue
-    return found
+    return found, outside
 
 
-def scan_images(folder: str | Path) -> list[Path]:
-    """Image files under ``folder``, recursively, in sorted order; fast enough for a GUI to count on edit.
-
-    Only the extension is checked (see :data:`IMAGE_EXTENSIONS`); whether a file decodes is found out when
-    it is loaded. Order is sorted by path components, so it is stable across runs and platforms.
-    Raises DataError if ``folder`` is missing or is a file; returns ``[]`` for a folder without images.
-    """
+def scan_folder(
+    folder: str | Path, follow_outside: bool = False, boundary: Path | None = None
+) -> tuple[list[Path], list[Path]]:
+    """``(image files, links leading outside)`` under ``folder``, both sorted; see :func:`scan_images`."""
     root = _check_folder(folder)
     try:
-        parts = _walk_images(root)
+        parts, outside = _walk_images(root, follow_outside, boundary)
     except OSError as exc:
         raise DataError(f"cannot read image folder {root}: {_os_reason(exc)}") from None
     parts.sort()
-    return [root.joinpath(*p) for p in parts]
+    outside.sort()
+    return [root.joinpath(*p) for p in parts], [root.joinpath(*p) for p in outside]
 
 
-def _no_images_error(root: Path) -> DataError:
+def scan_images(folder: str | Path, follow_outside: bool = False) -> list[Path]:
+    """Image files under ``folder``, recursively, in sorted order; fast enough for a GUI to count on edit.
+
+    Only the extension is checked (see :data:`IMAGE_EXTENSIONS`); whether a file decodes is found out when
+    it is loaded. Order is sorted by path components, so it is stable across runs and platforms. Links
+    leading out of ``folder`` are left out unless ``follow_outside``.
+    Raises DataError if ``folder`` is missing or is a file; returns ``[]`` for a folder without images.
+    """
+    return scan_folder(folder, follow_outside)[0]
+
+
+def _no_images_error(root: Path, outside: Sequence[Path] = ()) -> DataError:
     exts = ", ".join(sorted(IMAGE_EXTENSIONS))
-    return DataError(f"no images found in {root} (looked for {exts} recursively)")
+    links = (f"; {len(outside)} link(s) leading outside the folder were not followed, e.g. "
+             f"{_relative_name(outside[0], root)}" if outside else "")
+    return DataError(f"no images found in {root} (looked for {exts} recursively){links}")
 
 
-def _class_folders(root: Path) -> tuple[list[tuple[str, list[Path]]], bool]:
-    """``([(folder name, its images)], loose)`` for the non-empty immediate sub-folders of ``root``.
+def _outside(links: Sequence[Path]) -> list[tuple[Path, str]]:
+    return [(link, _OUTSIDE_LINK) for link in links]
+
+
+def _class_folders(
+    root: Path, follow_outside: bool = False
+) -> tuple[list[tuple[str, list[Path]]], bool, list[Path]]:
+    """``([(folder name, its images)], loose, outside links)`` for the non-empty sub-folders of ``root``.
 
     ``loose`` says whether ``root`` holds images at its own top level. Names are sorted; hidden
-    sub-folders are ignored like in :func:`scan_images`.
+    sub-folders are ignored and links leading out of ``root`` are not followed, as in :func:`scan_images`.
     """
     classes: list[tuple[str, list[Path]]] = []
+    outside: list[Path] = []
     loose = False
+    root_real = os.path.realpath(root)
     try:
         with os.scandir(root) as it:
             entries = sorted(it, key=lambda e: e.name)
@@ -182,32 +234,47 @@ def _class_folders(root: Path) -> tuple[list[tuple[str, list[Path]]], bool]:
         try:
             is_dir = entry.is_dir()
             is_image = not is_dir and _is_image_name(entry.name) and entry.is_file()
+            leaves = not follow_outside and entry.is_symlink() and not _inside(entry.path, root_real)
         except OSError:
             continue
-        if is_image:
+        if (is_dir or is_image) and leaves:
+            outside.append(root / entry.name)
+        elif is_image:
             loose = True
         elif is_dir:
-            files = scan_images(root / entry.name)
+            files, links = scan_folder(root / entry.name, follow_outside, boundary=root)
+            outside.extend(links)
             if files:
                 classes.append((entry.name, files))
-    return classes, loose
+    return classes, loose, outside
 
 
 def _assign_labels(
     root: Path, classes: list[tuple[str, list[Path]]], num_classes: int | None
-) -> tuple[list[tuple[int, str, list[Path]]], list[str]]:
-    """Class index for each class folder, and the class-name list indexed by class.
+) -> tuple[list[tuple[int, str, list[Path]]], list[str], list[str]]:
+    """Class index for each class folder, the class-name list indexed by class, and notes for the log.
 
     All-integer folder names are taken literally ("0".."9", gaps allowed), since that is how datasets are
-    usually exported and a sorted-name mapping would put "10" before "2". Otherwise sorted names map to
-    0..K-1, which is torchvision's ImageFolder convention, the one most models were trained with.
+    usually exported and a sorted-name mapping would put "10" before "2"; so are English number words
+    ("zero".."twenty"), which a sorted mapping would scramble ("eight" first). Otherwise sorted names map to
+    0..K-1, which is torchvision's ImageFolder convention, the one most models were trained with; the notes
+    then spell the mapping out, because a wrong mapping silently turns ACC into nonsense.
     """
     names = [name for name, _ in classes]
+    notes: list[str] = []
     if all(name.isascii() and name.isdecimal() for name in names):
+        numbers = {name: int(name) for name in names}
+    elif all(name.lower() in _NUMBER_WORDS for name in names):
+        numbers = {name: _NUMBER_WORDS[name.lower()] for name in names}
+        notes.append(f"class folders in {root} are number words; each is read as its number "
+                     f"({', '.join(f'{n}={numbers[n]}' for n in names)})")
+    else:
+        numbers = None
+    if numbers is not None:
         by_label: dict[int, str] = {}
         labelled: list[tuple[int, str, list[Path]]] = []
         for name, files in classes:
-            label = int(name)
+            label = numbers[name]
             if label in by_label:
                 raise DataError(
                     f"class folders '{by_label[label]}' and '{name}' in {root} both mean class {label}"
@@ -220,6 +287,9 @@ def _assign_labels(
     else:
         labelled = [(i, name, files) for i, (name, files) in enumerate(classes)]
         class_names = names
+        shown = ", ".join(f"{name}={i}" for i, name in enumerate(names[:12]))
+        more = f", ... ({len(names)} classes)" if len(names) > 12 else ""
+        notes.append(f"class folders in {root} mapped to classes in sorted name order: {shown}{more}")
     if num_classes is not None:
         for label, name, _ in labelled:
             if label >= num_classes:
@@ -227,7 +297,7 @@ def _assign_labels(
                 raise DataError(
                     f"class folder '{name}' in {root}{where} is beyond the model's {num_classes} classes"
                 )
-    return labelled, class_names
+    return labelled, class_names, notes
 
 
 # ----------------------------------------------------------------------------------------------- decoding
@@ -433,14 +503,14 @@ def load_unlabeled(
     size = _check_size(size)
     if limit is not None and limit <= 0:
         raise ValueError(f"limit must be positive or None, got {limit!r}")
-    files = scan_images(folder)
+    files, outside = scan_folder(folder)
     root = Path(folder).expanduser()
     if not files:
-        raise _no_images_error(root)
+        raise _no_images_error(root, outside)
     if limit is not None:
         files = files[:limit]
     images, kept, skipped = _load_files(root, files, size, progress)
-    return ImageSet(images, None, None, [files[i] for i in kept], skipped, root)
+    return ImageSet(images, None, None, [files[i] for i in kept], skipped + _outside(outside), root)
 
 
 def _labelled_set(
@@ -449,12 +519,15 @@ def _labelled_set(
     class_names: list[str],
     size: int,
     progress: ProgressFn | None,
+    outside: Sequence[Path] = (),
+    notes: Sequence[str] = (),
 ) -> ImageSet:
     files = [f for _, _, fs in labelled for f in fs]
     labels = [label for label, _, fs in labelled for _ in fs]
     images, kept, skipped = _load_files(root, files, size, progress)
     kept_labels = torch.tensor([labels[i] for i in kept], dtype=torch.int64)
-    return ImageSet(images, kept_labels, class_names, [files[i] for i in kept], skipped, root)
+    return ImageSet(images, kept_labels, class_names, [files[i] for i in kept], skipped + _outside(outside),
+                    root, list(notes))
 
 
 def load_labeled(
@@ -468,16 +541,16 @@ def load_labeled(
     """
     size = _check_size(size)
     root = _check_folder(folder)
-    classes, loose = _class_folders(root)
+    classes, loose, outside = _class_folders(root)
     if not classes:
         if loose:
             raise DataError(
                 f"{root} has images but no class folders; a labelled set needs one sub-folder per class "
                 "(e.g. 0/, 1/, ... or cat/, dog/, ...)"
             )
-        raise _no_images_error(root)
-    labelled, class_names = _assign_labels(root, classes, num_classes)
-    return _labelled_set(root, labelled, class_names, size, progress)
+        raise _no_images_error(root, outside)
+    labelled, class_names, notes = _assign_labels(root, classes, num_classes)
+    return _labelled_set(root, labelled, class_names, size, progress, outside, notes)
 
 
 def load_triggered(
@@ -501,21 +574,21 @@ def load_triggered(
             f"target class {target} is outside the model's {num_classes} classes (0..{num_classes - 1})"
         )
     root = _check_folder(folder)
-    classes, _ = _class_folders(root)
+    classes, _, outside = _class_folders(root)
     if not classes:
-        files = scan_images(root)
+        files, outside = scan_folder(root)
         if not files:
-            raise _no_images_error(root)
+            raise _no_images_error(root, outside)
         images, kept, skipped = _load_files(root, files, size, progress)
-        return ImageSet(images, None, None, [files[i] for i in kept], skipped, root)
-    labelled, class_names = _assign_labels(root, classes, num_classes)
+        return ImageSet(images, None, None, [files[i] for i in kept], skipped + _outside(outside), root)
+    labelled, class_names, notes = _assign_labels(root, classes, num_classes)
     others = [item for item in labelled if item[0] != target]
     if not others:
         raise DataError(
             f"every image in {root} is in the target class {target}'s folder; the attack success rate "
             "needs triggered images from other classes"
         )
-    return _labelled_set(root, others, class_names, size, progress)
+    return _labelled_set(root, others, class_names, size, progress, outside, notes)
 
 
 def load_thumbnails(files: Sequence[Path], size: int = 48) -> list[np.ndarray]:
