@@ -174,14 +174,16 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from .core.bundled import resolve_eval_sets
     from .core.devices import plan_compute
-    from .core.evaluation import Evaluator, load_eval_sets
+    from .core.evaluation import Evaluator
 
-    if not args.eval_clean and not args.eval_poisoned:
-        raise ConfigError("give --eval-clean DIR (for ACC) and/or --eval-poisoned DIR --target-class K (for ASR)")
     model = _load(args)
-    sets = load_eval_sets(args.eval_clean, args.eval_poisoned, args.target_class, model.input_size,
-                          model.num_classes)
+    sets, bundled_note = resolve_eval_sets(args.eval_clean, args.eval_poisoned, args.target_class, model)
+    if bundled_note:
+        print(f"bcu: {bundled_note}", file=sys.stderr)
+    if sets.clean is None and sets.triggered is None:
+        raise ConfigError("give --eval-clean DIR (for ACC) and/or --eval-poisoned DIR --target-class K (for ASR)")
     for s in (sets.clean, sets.triggered):
         if s is not None and s.skipped_summary():
             print(f"bcu: warning: {s.skipped_summary()}", file=sys.stderr)
@@ -197,7 +199,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             print(f"ACC  {result['acc']:.2%}  ({result['clean_images']} clean images)")
         if result["asr"] is not None:
             print(f"ASR  {result['asr']:.2%}  ({result['triggered_images']} triggered non-target images, "
-                  f"target class {args.target_class})")
+                  f"target class {sets.target})")
     return EXIT_OK
 
 
