@@ -158,7 +158,7 @@ def _image_set(pixels: list[np.ndarray], labels: torch.Tensor | None, size: int,
             arr = np.asarray(Image.fromarray(arr).resize((size, size), Image.BILINEAR))
         batch[i] = arr
     images = torch.from_numpy(batch).permute(0, 3, 1, 2).contiguous()
-    files = [origin.with_name(f"{origin.name}#{part}/{i}") for i in indices]
+    files = [origin / part / str(i) for i in indices]  # where each image sits inside the file
     return ImageSet(images, labels, None, files, [], origin)
 
 
