@@ -44,16 +44,19 @@ class BundledEval:
 
 
 def describe_bundled(raw: RawCheckpoint | None) -> str | None:
-    """A short line about what evaluation data the file holds (without decoding it), or None."""
+    """What evaluation data the file holds, in a few words ("12 poisoned test images (bd_test), target class
+    0"), or None when it holds none."""
     if raw is None or raw.format != "backdoorbench" or not isinstance(raw.top, Mapping):
         return None
     parts = []
     samples = _bd_test_samples(raw.top.get("bd_test"))
     if samples:
-        parts.append(f"{len(samples)} poisoned test images (bd_test)")
+        targets = {bd for _, _, bd, _ in samples}
+        which = f"target class {next(iter(targets))}" if len(targets) == 1 else "all-to-all, no single target"
+        parts.append(f"{len(samples)} poisoned test images (bd_test), {which}")
     if _xy(raw.top.get("clean_test")) is not None:
         parts.append("a clean test set (clean_test)")
-    return f"{raw.path.name} holds " + " and ".join(parts) if parts else None
+    return " and ".join(parts) if parts else None
 
 
 def bundled_eval(raw: RawCheckpoint | None, size: int, num_classes: int) -> BundledEval | None:

@@ -126,8 +126,8 @@ class LinearHeadCifarResNet(CifarResNet):
 INIT_RULES = {
     "kaiming_fan_out": "convolutions Kaiming-normal (fan_out, ReLU), batch norms weight 1 and bias 0, the head "
                        "PyTorch's default (as torchvision's ResNet and the BCU authors' code)",
-    "pytorch_default": "PyTorch's per-layer defaults (Kaiming-uniform, a=sqrt(5)), as kuangliu/pytorch-cifar, "
-                       "which sets no initialisation of its own",
+    "pytorch_default": "PyTorch's per-layer defaults (Kaiming-uniform, a=sqrt(5)), as this network's own code "
+                       "(kuangliu/pytorch-cifar, BackdoorBench's PreAct-ResNet) sets no initialisation",
 }
 
 

@@ -140,7 +140,7 @@ def test_backdoorbench_v2_attack_result(tmp_path, unlabeled):
     assert "cifar10" in model.sources["normalisation"] and model.sources["input size"] == "the checkpoint's metadata"
     bundle = bundled_eval(model.raw, model.input_size, model.num_classes)
     assert bundle.target == 0 and len(bundle.triggered) == 11  # the sample already in class 0 is left out
-    assert "12 poisoned test images" in describe_bundled(model.raw)
+    assert describe_bundled(model.raw) == "12 poisoned test images (bd_test), target class 0"
     events = cleanse_once(path, unlabeled, tmp_path / "run")
     assert any(isinstance(e, Log) and "bd_test" in e.message for e in events)
     epoch = next(e for e in events if isinstance(e, EpochEnd))

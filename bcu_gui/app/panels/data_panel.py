@@ -107,6 +107,10 @@ class DataPanel(QGroupBox):
         self.bundled_check.setChecked(True)
         self.bundled_check.setVisible(False)
         self.bundled_check.toggled.connect(lambda _: self._refresh())
+        self.bundled_label = QLabel()
+        self.bundled_label.setWordWrap(True)  # a long description must not widen the column
+        self.bundled_label.setStyleSheet("color: gray; margin-left: 22px;")
+        self.bundled_label.setVisible(False)
         self._bundled: str | None = None
 
         self.curves_label = QLabel()
@@ -126,6 +130,7 @@ class DataPanel(QGroupBox):
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.bundled_check)
+        layout.addWidget(self.bundled_label)
         layout.addWidget(self.curves_label)
 
         self.unlabeled.changed.connect(lambda _: self._check("unlabeled"))
@@ -161,9 +166,11 @@ class DataPanel(QGroupBox):
         """What evaluation data the loaded checkpoint itself holds (None: nothing); shown as an option."""
         self._bundled = description
         self.bundled_check.setVisible(description is not None)
+        self.bundled_label.setText(f"The file holds {description}." if description else "")
+        self.bundled_label.setVisible(description is not None)
         self.bundled_check.setToolTip(
-            (description + ". Used for whatever the folders below leave out (triggered set: only when no "
-             "triggered folder is given).") if description else "")
+            "The file holds the attack's own test data. It is used for whatever the folders above leave out "
+            "(the poisoned images only when no triggered folder is given).")
         self._refresh()
 
     def use_bundled(self) -> bool:
