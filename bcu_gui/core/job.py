@@ -21,10 +21,10 @@ from typing import Iterator
 import torch
 from torch.nn import functional as F
 
+from .bundled import resolve_eval_sets
 from .data import load_unlabeled, random_crop_flip, to_model_input
 from .devices import PRECISIONS, ComputePlan, plan_compute
 from .errors import BcuError, ConfigError
-from .bundled import resolve_eval_sets
 from .evaluation import EvalSets, Evaluator
 from .events import EpochEnd, Event, Failed, Finished, Log, Started, Step
 from .groups import PRESET_NAMES, layer_groups, resolve_ratios

@@ -125,17 +125,24 @@ class LinearHeadCifarResNet(CifarResNet):
 # How each spelling's own code initialises a fresh network (what "a freshly initialised model" means for it).
 INIT_RULES = {
     "kaiming_fan_out": "convolutions Kaiming-normal (fan_out, ReLU), batch norms weight 1 and bias 0, the head "
-                       "PyTorch's default (as torchvision's ResNet and the BCU authors' code)",
+                       "PyTorch's default: torchvision's ResNet rule, which the torchvision-derived CIFAR "
+                       "ResNets (Lightning's tutorial, the BCU authors' resnet18comp) inherit",
     "pytorch_default": "PyTorch's per-layer defaults (Kaiming-uniform, a=sqrt(5)), as this network's own code "
-                       "(kuangliu/pytorch-cifar, BackdoorBench's PreAct-ResNet) sets no initialisation",
+                       "(kuangliu/pytorch-cifar and its descendants, BackdoorBench's PreAct-ResNet, BCU Studio's "
+                       "demo network) sets no initialisation",
 }
 
 
 def cifar_init_rule(head: str, shortcut: str) -> str:
-    """The initialisation a CIFAR ResNet spelling's own code uses: kuangliu's (head ``linear`` with
-    ``shortcut`` blocks) keeps PyTorch's defaults; the BCU reference and torchvision-derived ones use
-    Kaiming-normal fan_out."""
-    return "pytorch_default" if (head, shortcut) == ("linear", "shortcut") else "kaiming_fan_out"
+    """The initialisation a CIFAR ResNet spelling's own code uses. Blocks with ``downsample`` come from
+    torchvision's ResNet code, which draws convolutions Kaiming-normal (fan_out); blocks with ``shortcut`` come
+    from code that sets no initialisation (kuangliu's lineage, our demo network), so PyTorch's defaults.
+
+    Measured on the digits end-to-end test: drawing the ``shortcut`` network Kaiming-normal instead left the
+    strong preset's student at 57% ACC after 40 epochs (teacher 99%), since larger BN-normalised weights
+    learn more slowly at the same learning rate; its own default rule reaches the teacher's accuracy.
+    """
+    return "kaiming_fan_out" if shortcut == "downsample" else "pytorch_default"
 
 
 def kaiming_fan_out_(model: nn.Module) -> nn.Module:

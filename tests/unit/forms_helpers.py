@@ -148,7 +148,7 @@ def backdoorbench_bd_test(n: int = 12, target: int = 0, size: int = 32, seed: in
         pixels = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
         pixels[-4:, -4:] = 255  # a white corner patch, as BadNets stamps
         original = target if i == 0 else 1 + i % 9
-        data_dict[i] = (Image.fromarray(pixels), target, original)
+        data_dict[np.int64(i)] = (Image.fromarray(pixels), target, original)  # keys come from a numpy array
     return {
         "bd_data_container": {"save_folder_path": None, "data_dict": data_dict, "save_file_format": ".png"},
         "getitem_all": True,

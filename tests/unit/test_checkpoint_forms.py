@@ -116,7 +116,7 @@ def test_lightning_cifar_tutorial_checkpoint(tmp_path, unlabeled):
     fresh.load_state_dict({k[len("model."):]: v for k, v in saved["state_dict"].items()})  # drops back in
 
 
-def test_bcu_authors_resnet18comp_state_dict(tmp_path):
+def test_bcu_authors_resnet18comp_state_dict(tmp_path, unlabeled):
     torch.manual_seed(0)
     net = fh.BcuResNet18Comp(width=8).eval()
     path = tmp_path / "resnet18comp.pt"
@@ -124,7 +124,15 @@ def test_bcu_authors_resnet18comp_state_dict(tmp_path):
     model = load_model(path)
     assert (model.arch_name, model.num_classes, model.width, model.style) == (
         "resnet18_cifar", 10, 8, {"shortcut": "downsample"})
+    assert (model.input_size, model.normalization) == (32, PRESETS["cifar10"])
+    assert "Kaiming-normal" in model.init_rule
     assert_same_outputs(model.module, net)
+    cleanse_once(path, unlabeled, tmp_path / "run")
+    assert_round_trip(path, tmp_path / "run")
+
+
+def test_in_house_shortcut_spelling_keeps_pytorch_default_init(tiny_checkpoint):
+    assert "PyTorch's per-layer defaults" in load_model(tiny_checkpoint).init_rule
 
 
 def test_backdoorbench_v2_attack_result(tmp_path, unlabeled):
