@@ -108,6 +108,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("bcu: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception as exc:  # inspect/evaluate: never a traceback, whatever a hostile file does
+        print(f"bcu: error: {_failure_line(exc)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+def _failure_line(exc: BaseException) -> str:
+    """One line for a failure that is not a BcuError (memory, files, torch internals)."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return "not enough memory to load or run this model; the file may claim sizes it does not hold"
+    if isinstance(exc, OSError):
+        return f"could not read or write {exc.filename or 'a file'}: {exc.strerror or exc}"
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return f"unexpected error: {type(exc).__name__}: {(lines[0] if lines else '')[:200]}"
 
 
 def _archs() -> int:
@@ -136,7 +149,8 @@ def _inspect(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({
             "checkpoint": str(model.path), "format": model.source_format, **model.metadata(),
-            "parameters": model.parameter_count, "notes": model.notes,
+            "parameters": model.parameter_count, "notes": model.notes, "sources": model.sources,
+            "fresh_weights": model.init_rule,
             "groups": [{"name": g.name, "weights": g.weight_count, "ratio": ratios[g.name],
                         "reinitialised": g.reinit_estimate(ratios[g.name])} for g in groups],
         }, indent=2))
@@ -160,14 +174,16 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from .core.bundled import resolve_eval_sets
     from .core.devices import plan_compute
-    from .core.evaluation import Evaluator, load_eval_sets
+    from .core.evaluation import Evaluator
 
-    if not args.eval_clean and not args.eval_poisoned:
-        raise ConfigError("give --eval-clean DIR (for ACC) and/or --eval-poisoned DIR --target-class K (for ASR)")
     model = _load(args)
-    sets = load_eval_sets(args.eval_clean, args.eval_poisoned, args.target_class, model.input_size,
-                          model.num_classes)
+    sets, bundled_note = resolve_eval_sets(args.eval_clean, args.eval_poisoned, args.target_class, model)
+    if bundled_note:
+        print(f"bcu: {bundled_note}", file=sys.stderr)
+    if sets.clean is None and sets.triggered is None:
+        raise ConfigError("give --eval-clean DIR (for ACC) and/or --eval-poisoned DIR --target-class K (for ASR)")
     for s in (sets.clean, sets.triggered):
         if s is not None and s.skipped_summary():
             print(f"bcu: warning: {s.skipped_summary()}", file=sys.stderr)
@@ -183,7 +199,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             print(f"ACC  {result['acc']:.2%}  ({result['clean_images']} clean images)")
         if result["asr"] is not None:
             print(f"ASR  {result['asr']:.2%}  ({result['triggered_images']} triggered non-target images, "
-                  f"target class {args.target_class})")
+                  f"target class {sets.target})")
     return EXIT_OK
 
 

@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QMainWindow, QM
                                QScrollArea, QSplitter, QStackedWidget, QVBoxLayout, QWidget)
 
 from .. import __version__
+from ..core.bundled import describe_bundled
 from ..core.errors import BcuError
 from ..core.events import EpochEnd, Failed, Finished, Started, Step
 from ..core.job import CleanseConfig, CleanseJob
@@ -346,6 +347,7 @@ class MainWindow(QMainWindow):
             self._set_demo(False)  # another checkpoint: the demo's settings no longer apply
         self.reinit_panel.set_model(model.module)
         self.data_panel.set_model(model.input_size, model.num_classes)
+        self.data_panel.set_bundled(describe_bundled(model.raw))
         self.right_stack.setCurrentWidget(self.right_splitter)
         self._fit_left_column()
         self.setWindowTitle(f"BCU Studio — {model.path.name}")
@@ -394,6 +396,7 @@ class MainWindow(QMainWindow):
             checkpoint=str(model.path), unlabeled=self.data_panel.unlabeled_path() or "",
             eval_clean=self.data_panel.clean_path(), eval_poisoned=self.data_panel.triggered_path(),
             target_class=self.data_panel.target_class() if self.data_panel.triggered_path() else None,
+            use_bundled_eval=self.data_panel.use_bundled(),
             arch=self.model_panel.arch_override(), input_size=self.model_panel.size_override(),
             normalize=self.model_panel.norm_override(), trust_checkpoint=self.model_panel.trusted,
             seed=self.reinit_panel.seed_spin.value(), out=str(out), **self.reinit_panel.config_fields(),

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from . import atomic
-from .archs import strip_prefixes
+from .archs import split_prefix
 from .errors import BcuError, CheckpointError, UntrustedCheckpointError
 from .normalization import PRESETS, parse_normalization
 
@@ -53,8 +53,10 @@ _HINT_ALIASES: dict[str, str] = {
     "input_size": "input_size", "img_size": "input_size", "image_size": "input_size",
     "mean": "mean", "std": "std",
     "normalize": "normalize", "normalization": "normalize",
+    # the dataset a model was trained on: BackdoorBench's ``clean_data``, configs' ``dataset``
+    "clean_data": "dataset", "dataset": "dataset", "dataset_name": "dataset", "data_name": "dataset",
 }
-SIDECAR_KEYS = ("arch", "num_classes", "width", "input_size", "mean", "std", "normalize")
+SIDECAR_KEYS = ("arch", "num_classes", "width", "input_size", "mean", "std", "normalize", "dataset")
 
 _ZIP_MAGIC = b"PK\x03\x04"
 _EMPTY_ZIP_MAGIC = b"PK\x05\x06"
@@ -80,6 +82,11 @@ class RawCheckpoint:
     # normalised hints, keys only when known: arch, num_classes, width, input_size, mean, std, normalize
     metadata: dict = field(default_factory=dict)
     trusted_load: bool = False  # True when full unpickling or TorchScript loading (which run code) was used
+    # How the weights sat in the file, so a cleansed model can be written back the same way (core.saveback):
+    top: Any = field(default=None, repr=False)  # the whole object torch.load returned (None: safetensors/TS)
+    weights_path: tuple = ()  # keys leading from ``top`` to the weights mapping (("net",), ("state_dict",))
+    prefix: str = ""  # the prefix stripped from every key ("module.", "model.", ...)
+    header: dict = field(default_factory=dict)  # safetensors header metadata, as stored
 
 
 def read_checkpoint(path: str | Path, trust: bool = False) -> RawCheckpoint:
@@ -241,7 +248,9 @@ def _read_safetensors(path: Path) -> RawCheckpoint:
     if not tensors:
         raise CheckpointError(f"{path.name} holds no tensors")
     hints = {k: _parse_jsonish(v) for k, v in header.items() if isinstance(v, str)}
-    return RawCheckpoint(path, "safetensors", strip_prefixes(tensors), None, normalise_metadata(hints))
+    prefix, state = split_prefix(tensors)
+    return RawCheckpoint(path, "safetensors", state, None, normalise_metadata(hints), prefix=prefix,
+                         header=dict(header))
 
 
 def _read_zip(path: Path, trust: bool) -> RawCheckpoint:
@@ -325,48 +334,78 @@ def _load_trusted(path: Path) -> Any:
 def _interpret(path: Path, obj: Any, trusted: bool) -> RawCheckpoint:
     """Find the weights (or a whole module) inside whatever object the file held."""
     if isinstance(obj, Mapping) and _is_backdoorbench(obj):
-        hints = normalise_metadata({k: obj.get(k) for k in ("model_name", "num_classes", "img_size")})
-        found = _find_weights(obj["model"])
+        hints = normalise_metadata({k: obj.get(k) for k in ("model_name", "num_classes", "img_size", "clean_data")})
+        found, where = _find_weights(obj["model"])
+        where = ("model", *where)
         if found is None:
             raise CheckpointError(f"{path.name} is a BackdoorBench result whose 'model' entry holds no tensors")
         fmt = "backdoorbench"
     else:
         hints = _collect_hints(obj) if isinstance(obj, Mapping) else {}
-        found = _find_weights(obj)
+        found, where = _find_weights(obj)
         fmt = "state_dict"
     if isinstance(found, nn.Module):
         found.eval()
         fmt = "torchscript" if isinstance(found, torch.jit.ScriptModule) else "module"
-        return RawCheckpoint(path, fmt, None, found, hints, trusted)
+        return RawCheckpoint(path, fmt, None, found, hints, trusted, top=obj, weights_path=where)
     if found is None:
         raise CheckpointError(f"{path.name} {_describe_no_weights(obj)}")
-    return RawCheckpoint(path, fmt, strip_prefixes(found), None, hints, trusted)
+    check_real_storage(path, found)
+    prefix, state = split_prefix(found)
+    return RawCheckpoint(path, fmt, state, None, hints, trusted, top=obj, weights_path=where, prefix=prefix)
+
+
+def check_real_storage(path: Path, tensors: Mapping[str, torch.Tensor]) -> None:
+    """Refuse tensors that claim more elements than the file stores for them, before anything is sized by
+    them: a zero-stride (expanded) tensor of a few bytes can claim a 10^8-class head, and building a model
+    to fit it would allocate tens of gigabytes."""
+    for key, t in tensors.items():
+        claimed = t.numel() * t.element_size()
+        try:
+            stored = t.untyped_storage().nbytes() - t.storage_offset() * t.element_size()
+        except (RuntimeError, NotImplementedError):
+            continue  # tensors without a plain storage (none come out of a weights-only load)
+        if claimed > stored:
+            shape = "x".join(str(d) for d in t.shape)
+            raise CheckpointError(
+                f"{path.name}: tensor '{key}' claims shape {shape} ({_bytes(claimed)}) but the file stores only "
+                f"{_bytes(stored)} for it (a zero-stride or overlapping tensor); the file is damaged or hostile"
+            )
+
+
+def _bytes(n: int) -> str:
+    for unit in ("bytes", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1024
+    return f"{n} bytes"
 
 
 def _is_backdoorbench(obj: Mapping) -> bool:
     return "model" in obj and "model_name" in obj and ("num_classes" in obj or "bd_test" in obj)
 
 
-def _find_weights(obj: Any, depth: int = 0) -> nn.Module | dict[str, torch.Tensor] | None:
-    """A module, or the str->tensor mapping holding the weights; wrappers searched a few levels deep."""
+def _find_weights(obj: Any, depth: int = 0) -> tuple[nn.Module | dict[str, torch.Tensor] | None, tuple]:
+    """A module, or the str->tensor mapping holding the weights, with the keys that lead to it from ``obj``;
+    wrappers searched a few levels deep."""
     if isinstance(obj, nn.Module):
-        return _unwrap_module(obj)
+        return _unwrap_module(obj), ()
     if not isinstance(obj, Mapping) or depth > 3:
-        return None
-    wrapped = [obj[k] for k in WRAPPER_KEYS if k in obj]
-    for value in wrapped:  # a whole module is the most complete answer
+        return None, ()
+    wrapped = [(k, obj[k]) for k in WRAPPER_KEYS if k in obj]
+    for key, value in wrapped:  # a whole module is the most complete answer
         if isinstance(value, nn.Module):
-            return _unwrap_module(value)
-    for value in wrapped:
-        found = _find_weights(value, depth + 1)
+            return _unwrap_module(value), (key,)
+    for key, value in wrapped:
+        found, where = _find_weights(value, depth + 1)
         if found is not None:
-            return found
+            return found, (key, *where)
     tensors = _tensors_of(obj)
     if tensors:
-        return tensors
+        return tensors, ()
     # an unconventional wrapper key: accept it only when exactly one value is a tensor mapping
-    nested = [t for t in (_tensors_of(v) for v in obj.values() if isinstance(v, Mapping)) if t]
-    return nested[0] if len(nested) == 1 else None
+    nested = [(k, t) for k, t in ((k, _tensors_of(v)) for k, v in obj.items() if isinstance(v, Mapping)) if t]
+    return (nested[0][1], (nested[0][0],)) if len(nested) == 1 else (None, ())
 
 
 def _tensors_of(mapping: Mapping) -> dict[str, torch.Tensor]:
@@ -412,6 +451,68 @@ def _describe_no_weights(obj: Any) -> str:
 # ------------------------------------------------------------------------------------------------- safety
 
 
+class PickledImage:
+    """What a pickled PIL image holds (``[info, mode, size, palette, raw bytes]``), kept as plain data.
+
+    The safe loader maps the pickle's ``PIL.Image.Image`` onto this class, so none of Pillow's code runs while
+    the file is read (Pillow's own ``__setstate__`` would allocate whatever size the file claims). The pixels
+    are decoded later by :meth:`to_array`, after their size has been checked against the bytes present.
+    """
+
+    MAX_SIDE = 4096
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+    @property
+    def mode(self) -> str | None:
+        state = getattr(self, "state", None)
+        return state[1] if isinstance(state, (list, tuple)) and len(state) >= 5 else None
+
+    def to_array(self):
+        """uint8 ``[H, W, 3]`` numpy pixels, or None when the record is not an image we can read safely."""
+        import numpy as np
+
+        state = getattr(self, "state", None)
+        if not isinstance(state, (list, tuple)) or len(state) < 5:
+            return None
+        _, mode, size, palette, data = state[:5]
+        channels = {"RGB": 3, "RGBA": 4, "RGBX": 4, "L": 1, "P": 1}.get(mode)
+        if (channels is None or not isinstance(data, (bytes, bytearray)) or not isinstance(size, (list, tuple))
+                or len(size) != 2 or not all(isinstance(v, int) and 0 < v <= self.MAX_SIDE for v in size)):
+            return None
+        width, height = size
+        if len(data) != width * height * channels:
+            return None
+        pixels = np.frombuffer(bytes(data), dtype=np.uint8).reshape(height, width, channels)
+        if mode == "P":
+            if not isinstance(palette, (list, tuple)) or len(palette) < 3:
+                return None
+            table = np.zeros((256, 3), dtype=np.uint8)
+            values = np.asarray(palette[: 768 - len(palette) % 3], dtype=np.int64).clip(0, 255)
+            table[: len(values) // 3] = values.reshape(-1, 3).astype(np.uint8)
+            return table[pixels[..., 0]]
+        if channels == 1:
+            return np.repeat(pixels, 3, axis=2)
+        return np.ascontiguousarray(pixels[..., :3])
+
+    def to_pil(self):
+        """The image as Pillow would have rebuilt it (for writing a BackdoorBench file back), checked first."""
+        from PIL import Image
+
+        pixels = self.to_array()
+        if pixels is None:
+            raise CheckpointError("a pickled image in the file cannot be rebuilt")
+        state = self.state
+        if state[1] in ("RGB", "L"):
+            image = Image.frombytes(state[1], tuple(state[2]), bytes(state[4]))
+        else:
+            image = Image.fromarray(pixels, "RGB")
+        if isinstance(state[0], dict):
+            image.info.update(state[0])
+        return image
+
+
 @lru_cache(maxsize=1)
 def _numpy_safe_globals() -> tuple:
     """numpy's array, scalar and dtype reconstruction: data only, no user code runs through them.
@@ -433,6 +534,8 @@ def _numpy_safe_globals() -> tuple:
 
         items += [getattr(np_dtypes, n) for n in dir(np_dtypes) if n.endswith("DType")]
     tuples_ok = _torch_at_least(2, 6)  # (object, "qualified.name") entries arrived in torch 2.6
+    if tuples_ok:  # BackdoorBench v2 keeps its poisoned test images as pickled PIL images: record, never decode
+        items.append((PickledImage, "PIL.Image.Image"))
     for fn_name in ("_reconstruct", "scalar"):
         fn = getattr(multiarray, fn_name, None)
         if fn is None:
@@ -568,6 +671,7 @@ def _normalize_name(value: Any, has_stats: bool) -> str:
 
 _NORMALISERS = {
     "arch": _arch,
+    "dataset": lambda v: _arch(v).lower(),
     "num_classes": _positive_int,
     "width": _positive_int,
     "input_size": _input_size,

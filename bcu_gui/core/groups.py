@@ -51,6 +51,19 @@ def is_norm(module: nn.Module) -> bool:
     return "Norm" in name
 
 
+def _kind(module: nn.Module) -> str:
+    """A module's class name, also for TorchScript modules (which keep only ``original_name``)."""
+    return getattr(module, "original_name", None) or type(module).__name__
+
+
+def _is_container(module: nn.Module) -> bool:
+    return isinstance(module, (nn.Sequential, nn.ModuleList)) or _kind(module) in ("Sequential", "ModuleList")
+
+
+def _is_pool(module: nn.Module) -> bool:
+    return isinstance(module, _POOL_TYPES) or _kind(module) in {t.__name__ for t in _POOL_TYPES}
+
+
 def own_weights(module: nn.Module, prefix: str) -> list[tuple[str, int]]:
     """(name, element count) of every re-initialisable parameter under ``module``, norms excluded."""
     out: list[tuple[str, int]] = []
@@ -103,14 +116,14 @@ def _units(children: dict[str, nn.Module]) -> list[list[tuple[str, nn.Module]]]:
     for name, child in children.items():
         if not own_weights(child, name):
             continue
-        subs = list(child.named_children()) if isinstance(child, (nn.Sequential, nn.ModuleList)) else []
+        subs = list(child.named_children()) if _is_container(child) else []
         weighted = [s for s in subs if own_weights(s[1], "")]
         if len(children) <= 4 and len(weighted) >= 4 and name != last:
-            has_pool = any(isinstance(m, _POOL_TYPES) for _, m in subs)
+            has_pool = any(_is_pool(m) for _, m in subs)
             current: list[tuple[str, nn.Module]] = []
             for sub_name, sub in subs:
                 current.append((f"{name}.{sub_name}", sub))
-                if isinstance(sub, _POOL_TYPES) if has_pool else bool(own_weights(sub, "")):
+                if _is_pool(sub) if has_pool else bool(own_weights(sub, "")):
                     units.append(current)
                     current = []
             units.append(current)  # a trailing run without weights is dropped below

@@ -21,15 +21,17 @@ from typing import Iterator
 import torch
 from torch.nn import functional as F
 
+from .bundled import resolve_eval_sets
 from .data import load_unlabeled, random_crop_flip, to_model_input
 from .devices import PRECISIONS, ComputePlan, plan_compute
 from .errors import BcuError, ConfigError
-from .evaluation import EvalSets, Evaluator, load_eval_sets
+from .evaluation import EvalSets, Evaluator
 from .events import EpochEnd, Event, Failed, Finished, Log, Started, Step
 from .groups import PRESET_NAMES, layer_groups, resolve_ratios
 from .models import LoadedModel, load_model
 from .reinit import build_student
 from .runs import RunFolder, new_run_dir
+from .saveback import save_original_form
 
 KEEP_CHOICES = ("last", "best")
 
@@ -65,6 +67,7 @@ class CleanseConfig:
     unlabeled_limit: int | None = None
     out: str | None = None  # run folder; None: a new one under the user's data directory
     keep: str = "last"  # last | best (lowest ASR with ACC within 3 points of the teacher's)
+    use_bundled_eval: bool = True  # fill missing eval sets from the checkpoint's own (BackdoorBench bd_test)
 
     def validate(self) -> None:
         """Reject settings that cannot work, before any file is read."""
@@ -176,8 +179,10 @@ class CleanseJob:
         yield from _skipped_warning(unlabeled)
         if len(unlabeled) < 2:
             raise ConfigError(f"{cfg.unlabeled} holds only {len(unlabeled)} usable image; at least 2 are needed")
-        sets = load_eval_sets(cfg.eval_clean, cfg.eval_poisoned, cfg.target_class, model.input_size,
-                              model.num_classes)
+        sets, bundled_note = resolve_eval_sets(cfg.eval_clean, cfg.eval_poisoned, cfg.target_class, model,
+                                               cfg.use_bundled_eval)
+        if bundled_note:
+            yield Log(bundled_note)
         for s in (sets.clean, sets.triggered):
             if s is not None:
                 yield from _skipped_warning(s)
@@ -281,6 +286,8 @@ class CleanseJob:
             student.load_state_dict(best_state)
             chosen = f"best (epoch {best['epoch']})"
         files = run.save_model(student, model.metadata())
+        original_form, save_warning = save_original_form(model, student, run.path)
+        files += original_form
         elapsed = time.perf_counter() - start
         final = best if cfg.keep == "best" and best is not None else last
         summary = {
@@ -303,6 +310,8 @@ class CleanseJob:
             summary["note"] = (f"cancelled after {completed} of {cfg.epochs} epochs; the model saved is the "
                                "student as it was when the run stopped")
         run.write_summary(summary)
+        if save_warning:
+            yield Log(save_warning, "warning")
         if cancelled:
             yield Log(summary["note"], "warning")
         yield Finished(summary, str(run.path), cancelled)

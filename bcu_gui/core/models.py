@@ -1,8 +1,10 @@
 """A suspicious model ready to cleanse: checkpoint + architecture + input settings, from any checkpoint form.
 
 This is where the raw file contents (``checkpoints``) meet the architecture registry (``archs``): a bare
-state_dict is matched to an architecture, a whole module is used as it is, and the input size and
-normalisation come from the user, else the checkpoint's metadata, else the architecture's defaults.
+state_dict is matched to an architecture, a whole module is used as it is (a trusted TorchScript model is
+rebuilt as our eager model of its architecture when it computes the same thing, else made trainable), and
+each input setting comes from the first of: the user, the checkpoint's metadata, the dataset the checkpoint
+names, the architecture's defaults. ``LoadedModel.sources`` says which, for the model panel and ``inspect``.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ from torch import nn
 from .archs import ArchSpec, infer_architecture
 from .checkpoints import RawCheckpoint, read_checkpoint
 from .errors import ArchitectureError, CheckpointError, ConfigError
-from .normalization import PRESETS, Normalization, from_metadata, parse_normalization
-from .reinit import default_init
+from .normalization import PRESETS, Normalization, dataset_settings, from_metadata, parse_normalization
+from .reinit import DEFAULT_INIT_RULE, default_init
+from .scripted import ScriptedModel, eager_equivalent
 
 DEFAULT_INPUT_SIZE = 32
+MIN_INPUT_SIZE, MAX_INPUT_SIZE = 8, 1024
 
 
 @dataclass
@@ -37,6 +41,10 @@ class LoadedModel:
     input_size: int
     normalization: Normalization
     notes: list[str] = field(default_factory=list)
+    style: dict = field(default_factory=dict)  # the key spelling of the architecture (build keywords)
+    init_rule: str = ""  # how fresh weights are drawn, in words
+    sources: dict[str, str] = field(default_factory=dict)  # setting -> where its value came from
+    raw: RawCheckpoint | None = field(default=None, repr=False)  # the file as read (for saving back its form)
 
     @property
     def parameter_count(self) -> int:
@@ -47,7 +55,7 @@ class LoadedModel:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             if self.arch is not None:
-                return self.arch.build(self.num_classes, self.width).eval()
+                return self.arch.build(self.num_classes, self.width, self.style).eval()
         return default_init(self.module, seed).eval()
 
     def metadata(self) -> dict:
@@ -56,6 +64,8 @@ class LoadedModel:
                 **self.normalization.to_dict()}
         if self.width is not None:
             meta["width"] = self.width
+        if self.raw is not None and "dataset" in self.raw.metadata:
+            meta["dataset"] = self.raw.metadata["dataset"]
         return meta
 
     def describe(self) -> str:
@@ -70,29 +80,55 @@ def load_model(path: str | Path, *, arch: str | None = None, trust: bool = False
     raw = read_checkpoint(path, trust=trust)
     meta = dict(raw.metadata)
     notes: list[str] = []
+    sources: dict[str, str] = {}
+    dataset = _dataset(meta, notes)
+    size = _stated_input_size(input_size, meta, dataset, sources, raw)
     if raw.module is not None:
-        module, spec, num_classes, width = _from_module(raw, meta, input_size, notes)
+        module, spec, num_classes, width, style = _from_module(raw, meta, size, notes, sources)
     else:
-        module, spec, num_classes, width = _from_state_dict(raw, arch or meta.get("arch"), arch is not None, notes)
-    size = _input_size(input_size, meta, spec, notes)
-    norm = _normalization(normalize, meta, spec, notes)
+        module, spec, num_classes, width, style = _from_state_dict(raw, arch or meta.get("arch"), arch is not None,
+                                                                   notes, sources)
+    if size is None:
+        size = _default_input_size(spec, sources)
+    norm = _normalization(normalize, meta, dataset, spec, sources)
+    init_rule = spec.init_rule(style) if spec is not None else DEFAULT_INIT_RULE
+    notes.append(f"fresh weights: {init_rule}")
     module.eval()
-    return LoadedModel(module, raw.path, raw.format, spec, spec.name if spec else type(raw.module).__name__,
-                       num_classes, width, size, norm, notes)
+    name = spec.name if spec else type(raw.module).__name__
+    for setting in ("input size", "normalisation"):
+        notes.append(f"{setting} from {sources[setting]}")
+    return LoadedModel(module, raw.path, raw.format, spec, name, num_classes, width, size, norm, notes, style,
+                       init_rule, sources, raw)
 
 
-def _from_state_dict(raw: RawCheckpoint, arch: str | None, named_by_user: bool,
-                     notes: list[str]) -> tuple[nn.Module, ArchSpec, int, int | None]:
+def _dataset(meta: dict, notes: list[str]) -> tuple[str, Normalization, int] | None:
+    """The dataset the checkpoint names, with the statistics and input size its code uses."""
+    name = meta.get("dataset")
+    if not name:
+        return None
+    known = dataset_settings(name)
+    if known is None:
+        if from_metadata(meta) is None:  # it would have mattered: say why the dataset was not used
+            notes.append(f"the checkpoint names the dataset '{name}', whose normalisation is not known here")
+        return None
+    return name, known[0], known[1]
+
+
+def _from_state_dict(raw: RawCheckpoint, arch: str | None, named_by_user: bool, notes: list[str],
+                     sources: dict[str, str]) -> tuple[nn.Module, ArchSpec, int, int | None, dict]:
     assert raw.state_dict is not None
     try:
         found = infer_architecture(raw.state_dict, arch)
+        how = "named with --arch / the model panel" if named_by_user else (
+            "named in the checkpoint's metadata" if arch else "inferred from the key names and shapes")
     except ArchitectureError:
         if arch and not named_by_user:  # a metadata hint that does not fit: fall back to inference
             notes.append(f"metadata names '{arch}', which does not fit the weights; inferred instead")
             found = infer_architecture(raw.state_dict)
+            how = "inferred from the key names and shapes"
         else:
             raise
-    model = found.spec.build(found.num_classes, found.width)
+    model = found.spec.build(found.num_classes, found.width, found.style)
     state = {k: v for k, v in raw.state_dict.items()}
     result = model.load_state_dict(state, strict=False)
     missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
@@ -102,14 +138,29 @@ def _from_state_dict(raw: RawCheckpoint, arch: str | None, named_by_user: bool,
             f"unexpected {list(result.unexpected_keys)[:4]}")
     notes.append(f"architecture {'named' if named_by_user else 'inferred'}: {found.spec.title}"
                  + (f", width {found.width}" if found.width else ""))
-    return model, found.spec, found.num_classes, found.width
+    notes.extend(found.notes)
+    sources["architecture"] = how
+    sources["classes"] = "the head's shape"
+    return model, found.spec, found.num_classes, found.width, found.style
 
 
-def _from_module(raw: RawCheckpoint, meta: dict, input_size: int | None,
-                 notes: list[str]) -> tuple[nn.Module, ArchSpec | None, int, int | None]:
+def _from_module(raw: RawCheckpoint, meta: dict, size: int | None, notes: list[str],
+                 sources: dict[str, str]) -> tuple[nn.Module, ArchSpec | None, int, int | None, dict]:
     assert raw.module is not None
     module = raw.module
-    size = input_size or int(meta.get("input_size", DEFAULT_INPUT_SIZE))
+    size = size or DEFAULT_INPUT_SIZE
+    if raw.format == "torchscript":
+        rebuilt = eager_equivalent(module, size)
+        if rebuilt is not None:
+            eager, found = rebuilt
+            notes.append(f"TorchScript model rebuilt as {found.spec.title}"
+                         + (f", width {found.width}" if found.width else "")
+                         + ": same outputs, trainable, grouped and initialised like that architecture")
+            notes.extend(found.notes)
+            sources["architecture"] = "the TorchScript model's weights (checked against its outputs)"
+            sources["classes"] = "the head's shape"
+            return eager, found.spec, found.num_classes, found.width, found.style
+        module = ScriptedModel(module)
     try:
         with torch.inference_mode():
             out = copy.deepcopy(module).eval()(torch.zeros(2, 3, size, size))
@@ -120,36 +171,62 @@ def _from_module(raw: RawCheckpoint, meta: dict, input_size: int | None,
     if not isinstance(out, torch.Tensor) or out.dim() != 2:
         raise CheckpointError(f"{raw.path.name}: the model must return a [batch, classes] tensor of logits")
     num_classes = int(out.shape[1])
-    notes.append(f"whole model of class {type(module).__name__} ({raw.format}); fresh weights by each layer's "
-                 "default initialisation")
-    return module, None, num_classes, meta.get("width")
+    kind = type(raw.module).__name__
+    notes.append(f"whole model of class {kind} ({raw.format})")
+    sources["architecture"] = f"the file's own {'TorchScript code' if raw.format == 'torchscript' else 'class'}"
+    sources["classes"] = "a forward pass"
+    return module, None, num_classes, meta.get("width"), {}
 
 
-def _input_size(override: int | None, meta: dict, spec: ArchSpec | None, notes: list[str]) -> int:
+def _stated_input_size(override: int | None, meta: dict, dataset: tuple | None, sources: dict[str, str],
+                       raw: RawCheckpoint) -> int | None:
+    """The input size the user, the checkpoint or its dataset states (checked), else None."""
     if override:
-        if not 8 <= override <= 1024:
-            raise ConfigError(f"input size must lie between 8 and 1024 pixels, got {override}")
+        if not MIN_INPUT_SIZE <= override <= MAX_INPUT_SIZE:
+            raise ConfigError(f"input size must lie between {MIN_INPUT_SIZE} and {MAX_INPUT_SIZE} pixels, "
+                              f"got {override}")
+        sources["input size"] = "your setting"
         return int(override)
     if "input_size" in meta:
-        notes.append("input size from the checkpoint's metadata")
-        return int(meta["input_size"])
+        size = int(meta["input_size"])
+        if not MIN_INPUT_SIZE <= size <= MAX_INPUT_SIZE:
+            raise CheckpointError(
+                f"{raw.path.name}: its metadata claims an input size of {size:,} pixels, outside "
+                f"{MIN_INPUT_SIZE}..{MAX_INPUT_SIZE}; set the input size yourself (--input-size)")
+        sources["input size"] = "the checkpoint's metadata"
+        return size
+    if dataset is not None:
+        sources["input size"] = f"the dataset it names ('{dataset[0]}')"
+        return dataset[2]
+    return None
+
+
+def _default_input_size(spec: ArchSpec | None, sources: dict[str, str]) -> int:
     if spec is not None:
+        sources["input size"] = f"{spec.name}'s default"
         return spec.input_size
-    notes.append(f"input size unknown: assumed {DEFAULT_INPUT_SIZE}; set it if the model expects another")
+    sources["input size"] = f"an assumption ({DEFAULT_INPUT_SIZE}; set it if the model expects another)"
     return DEFAULT_INPUT_SIZE
 
 
-def _normalization(override: str | Normalization | None, meta: dict, spec: ArchSpec | None,
-                   notes: list[str]) -> Normalization:
+def _normalization(override: str | Normalization | None, meta: dict, dataset: tuple | None,
+                   spec: ArchSpec | None, sources: dict[str, str]) -> Normalization:
     if isinstance(override, Normalization):
+        sources["normalisation"] = "your setting"
         return override
     if override:
+        sources["normalisation"] = "your setting"
         return parse_normalization(override)
     stated = from_metadata(meta)
     if stated is not None:
-        notes.append("normalisation from the checkpoint's metadata")
+        sources["normalisation"] = "the checkpoint's metadata"
         return stated
+    if dataset is not None:
+        sources["normalisation"] = (f"the dataset it names ('{dataset[0]}', with BackdoorBench's statistics "
+                                    "for it)")
+        return dataset[1]
     if spec is not None:
+        sources["normalisation"] = f"{spec.name}'s default"
         return PRESETS[spec.normalization]
-    notes.append("normalisation unknown: assumed none (pixels in [0, 1]); set it if the model expects another")
+    sources["normalisation"] = "an assumption (none: pixels in [0, 1]; set it if the model expects another)"
     return PRESETS["none"]

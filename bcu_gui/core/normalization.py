@@ -36,6 +36,30 @@ PRESETS: dict[str, Normalization] = {
 }
 
 
+# Dataset names checkpoints carry (BackdoorBench's ``clean_data``, a config's ``dataset``) -> the statistics and
+# input size that dataset's code trains with. BackdoorBench's own values (get_dataset_normalization and
+# get_input_shape in utils/aggregate_block/dataset_and_transform_generate.py); the BCU authors' files follow the
+# same convention. Note BackdoorBench does not normalise GTSRB or CelebA (mean 0, std 1).
+DATASETS: dict[str, tuple[Normalization, int]] = {
+    "cifar10": (Normalization("cifar10-backdoorbench", (0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261)), 32),
+    "cifar100": (Normalization("cifar100", (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)), 32),
+    "gtsrb": (PRESETS["none"], 32),
+    "celeba": (PRESETS["none"], 64),
+    "tiny": (Normalization("tiny-imagenet", (0.4802, 0.4481, 0.3975), (0.2302, 0.2265, 0.2262)), 64),
+    "mnist": (Normalization("mnist", (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)), 28),
+    "imagenet": (PRESETS["imagenet"], 224),
+}
+_DATASET_ALIASES = {"cifar-10": "cifar10", "cifar_10": "cifar10", "cifar-100": "cifar100", "cifar_100": "cifar100",
+                    "tinyimagenet": "tiny", "tiny-imagenet": "tiny", "tiny_imagenet": "tiny",
+                    "imagenet1k": "imagenet", "imagenet-1k": "imagenet"}
+
+
+def dataset_settings(name: str) -> tuple[Normalization, int] | None:
+    """(normalisation, input size) for a dataset name a checkpoint carries, or None when it is not known."""
+    key = name.strip().lower()
+    return DATASETS.get(_DATASET_ALIASES.get(key, key))
+
+
 def _triple(values: list[float], what: str) -> tuple[float, float, float]:
     if len(values) == 1:
         return (values[0],) * 3  # type: ignore[return-value]

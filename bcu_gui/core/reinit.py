@@ -40,6 +40,11 @@ class ReinitReport:
         return f"re-initialised {self.reinitialised:,} of {self.total:,} weights ({share:.1%})"
 
 
+DEFAULT_INIT_RULE = ("each layer's own reset_parameters() where it has one (PyTorch's per-layer defaults); bare "
+                     "parameters, as in TorchScript, Kaiming-uniform with bound 1/sqrt(fan_in) for weights and "
+                     "zeros for 1-D ones; normalisation layers keep the teacher's values")
+
+
 def default_init(model: nn.Module, seed: int) -> nn.Module:
     """A fresh copy of a model whose class we cannot rebuild (loaded whole): every non-norm layer reset.
 

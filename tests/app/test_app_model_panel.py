@@ -101,3 +101,22 @@ def test_a_torchscript_file_asks_for_trust_and_runs_nothing_when_refused(window,
     assert "TorchScript" in text and "scripted.pt" in text
     assert window.model_panel.model is None
     assert victim.read_text() == VICTIM_TEXT
+
+
+def test_a_backdoorbench_result_offers_its_own_test_data_and_says_where_settings_came_from(window, tmp_path):
+    sys.path.insert(0, str(Path(__file__).parents[1] / "unit"))
+    import forms_helpers as fh
+    from bcu_gui.core.nets import PreActResNet
+
+    path = tmp_path / "attack_result.pt"
+    fh.write_backdoorbench(path, "preactresnet18", PreActResNet([2, 2, 2, 2], 10, 8), "cifar10", 10)
+    assert window.open_checkpoint(path)
+    panel = window.model_panel
+    assert "cifar10" in panel.norm_label.toolTip() and "metadata" in panel.input_label.toolTip()
+    data = window.data_panel
+    assert data.bundled_check.isVisibleTo(window) and data.use_bundled()
+    assert "poisoned test images" in data.curves_sentence()
+    data.unlabeled.set_path(str(tmp_path))  # any folder: build_config only reads the fields
+    assert window.build_config().use_bundled_eval is True
+    data.bundled_check.setChecked(False)
+    assert window.build_config().use_bundled_eval is False and "no ASR" in data.curves_sentence()

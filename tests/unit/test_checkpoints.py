@@ -150,7 +150,7 @@ def test_backdoorbench_result_with_numpy_loads_without_trust(tmp_path):
     torch.save(result, path)
     raw = read_checkpoint(path)
     assert (raw.format, raw.trusted_load, raw.module) == ("backdoorbench", False, None)
-    assert raw.metadata == {"arch": "preactresnet18", "num_classes": 10, "input_size": 32}
+    assert raw.metadata == {"arch": "preactresnet18", "num_classes": 10, "input_size": 32, "dataset": "cifar10"}
     assert_same_tensors(raw.state_dict, state)
 
 
@@ -326,7 +326,7 @@ def test_sidecar_overrides_the_files_own_metadata(tmp_path):
     }))
     assert read_checkpoint(path).metadata == {
         "arch": "PreAct-ResNet18", "num_classes": 10, "input_size": 64, "mean": [0.5], "std": [0.25],
-        "normalize": "custom",
+        "normalize": "custom", "dataset": "cifar10",
     }
 
 

@@ -31,12 +31,16 @@ def test_sidecar_metadata_wins_and_user_overrides_win_over_it(tiny_checkpoint):
     assert model.input_size == 64 and model.normalization.mean == (0.5, 0.5, 0.5)
 
 
-def test_whole_module_classes_come_from_a_forward_pass(tmp_path, tiny_resnet):
+def test_trusted_torchscript_of_a_known_architecture_is_rebuilt_eager(tmp_path, tiny_resnet):
     path = tmp_path / "scripted.pt"
     torch.jit.save(torch.jit.script(tiny_resnet), path)
     model = load_model(path, trust=True)
-    assert model.source_format == "torchscript" and model.num_classes == 10 and model.arch is None
-    assert model.input_size == 32 and "assumed 32" in " ".join(model.notes)
+    assert model.source_format == "torchscript" and model.num_classes == 10
+    assert model.arch_name == "resnet18_cifar" and not isinstance(model.module, torch.jit.ScriptModule)
+    assert "rebuilt" in " ".join(model.notes)
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(model.module(x), tiny_resnet(x), atol=1e-5)
     fresh = model.fresh(seed=1)  # seed 0 would redraw the fixture's own untrained weights
     assert not torch.equal(fresh.fc.weight, model.module.fc.weight)
 

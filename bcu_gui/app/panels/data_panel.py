@@ -14,7 +14,7 @@ from typing import Any, Callable
 import numpy as np
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QImage, QPixmap
-from PySide6.QtWidgets import (QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton, QSpinBox,
+from PySide6.QtWidgets import (QCheckBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton, QSpinBox,
                                QVBoxLayout, QWidget)
 
 from ...core.data import load_labeled, load_thumbnails, load_triggered, load_unlabeled, scan_images
@@ -102,6 +102,17 @@ class DataPanel(QGroupBox):
         self._target_timer.timeout.connect(lambda: self._check("triggered"))
         self.target_spin.valueChanged.connect(self._on_target_changed)
 
+        # BackdoorBench results carry the attack's own test data: offered when the loaded model has some
+        self.bundled_check = QCheckBox("Use the test data inside the checkpoint")
+        self.bundled_check.setChecked(True)
+        self.bundled_check.setVisible(False)
+        self.bundled_check.toggled.connect(lambda _: self._refresh())
+        self.bundled_label = QLabel()
+        self.bundled_label.setWordWrap(True)  # a long description must not widen the column
+        self.bundled_label.setStyleSheet("color: gray; margin-left: 22px;")
+        self.bundled_label.setVisible(False)
+        self._bundled: str | None = None
+
         self.curves_label = QLabel()
         self.curves_label.setWordWrap(True)
 
@@ -118,6 +129,8 @@ class DataPanel(QGroupBox):
         form.addRow("Target class", self.target_spin)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
+        layout.addWidget(self.bundled_check)
+        layout.addWidget(self.bundled_label)
         layout.addWidget(self.curves_label)
 
         self.unlabeled.changed.connect(lambda _: self._check("unlabeled"))
@@ -148,6 +161,21 @@ class DataPanel(QGroupBox):
         if changed:
             self._check("clean")
             self._check("triggered")
+
+    def set_bundled(self, description: str | None) -> None:
+        """What evaluation data the loaded checkpoint itself holds (None: nothing); shown as an option."""
+        self._bundled = description
+        self.bundled_check.setVisible(description is not None)
+        self.bundled_label.setText(f"The file holds {description}." if description else "")
+        self.bundled_label.setVisible(description is not None)
+        self.bundled_check.setToolTip(
+            "The file holds the attack's own test data. It is used for whatever the folders above leave out "
+            "(the poisoned images only when no triggered folder is given).")
+        self._refresh()
+
+    def use_bundled(self) -> bool:
+        """Whether a run may fill missing evaluation sets from the checkpoint's own test data."""
+        return self._bundled is not None and self.bundled_check.isChecked()
 
     def set_folders(self, unlabeled: str | None, clean: str | None, triggered: str | None,
                     target: int | None) -> None:
@@ -226,12 +254,19 @@ class DataPanel(QGroupBox):
     def curves_sentence(self) -> str:
         """Which curves the run will draw, and what to add for the missing ones."""
         parts = ["loss and teacher agreement always"]
-        parts.append("ACC because a clean folder is set" if self.acc_available()
-                     else "no ACC: add a labelled clean folder")
+        inside = self.use_bundled()
+        if self.acc_available():
+            parts.append("ACC because a clean folder is set")
+        elif inside and "clean test set" in (self._bundled or ""):
+            parts.append("ACC from the checkpoint's clean test set")
+        else:
+            parts.append("no ACC: add a labelled clean folder")
         if self.asr_available():
             parts.append("ASR because a triggered folder and target class are set")
         elif self._states["triggered"].path and self._states["triggered"].error is None:
             parts.append("no ASR yet: set the target class")
+        elif inside and "poisoned test images" in (self._bundled or ""):
+            parts.append("ASR from the checkpoint's poisoned test images (its target class)")
         else:
             parts.append("no ASR: add a triggered folder and target class")
         text = "; ".join(parts)

@@ -165,6 +165,10 @@ class ModelPanel(QGroupBox):
         self.input_label.setText(f"{model.input_size} × {model.input_size} px, RGB")
         self.params_label.setText(f"{model.parameter_count:,}")
         self.norm_label.setText(model.normalization.describe())
+        for label, setting in ((self.arch_label, "architecture"), (self.classes_label, "classes"),
+                               (self.input_label, "input size"), (self.norm_label, "normalisation")):
+            source = model.sources.get(setting)
+            label.setToolTip(f"{setting} from {source}" if source else "")
         trust = " (loaded as trusted: code from the file may run)" if self.trusted else ""
         self.format_label.setText(f"{model.source_format}{trust}")
         notes = [n for n in model.notes]
