@@ -259,7 +259,8 @@ def _read_zip(path: Path, trust: bool) -> RawCheckpoint:
     try:
         with zipfile.ZipFile(path) as zf:
             records = {name.split("/", 1)[-1] for name in zf.namelist()}
-    except (zipfile.BadZipFile, EOFError, OSError) as exc:
+    except (zipfile.BadZipFile, EOFError, OSError, NotImplementedError, ValueError, UnicodeError) as exc:
+        # NotImplementedError: a damaged header claiming a zip version or compression Python cannot read
         raise CheckpointError(
             f"{path.name} is truncated or damaged (its zip directory cannot be read); copy or save it again"
         ) from exc
