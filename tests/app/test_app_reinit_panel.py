@@ -37,12 +37,14 @@ def test_moving_a_slider_updates_counts_and_total_and_switches_to_custom(window,
 
     layer4.spin.setValue(0.123)  # the exact box moves the slider too
     assert layer4.slider.value() == 123
-    assert panel.config_fields() == {"preset": "none", "ratios": {**paper, "layer4": 0.123}}
+    # recorded as 'custom' with every ratio (not 'none', which means nothing re-initialised)
+    assert panel.config_fields() == {"preset": "custom", "ratios": {**paper, "layer4": 0.123}, "seed": 0}
 
     panel.set_preset("strong")
     assert all(v == 1.0 for v in panel.ratios().values())
     assert _total(panel)[2] == 100.0
-    assert panel.config_fields() == {"preset": "strong", "ratios": {}}
+    panel.seed_spin.setValue(7)
+    assert panel.config_fields() == {"preset": "strong", "ratios": {}, "seed": 7}
 
 
 def test_presets_have_the_engines_help_as_tooltips(qtbot):

@@ -13,10 +13,11 @@ from PySide6.QtGui import QFont
 from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFormLayout, QGridLayout, QGroupBox, QLabel,
                                QSlider, QSpinBox, QVBoxLayout, QWidget)
 
-from ...core.groups import PRESET_HELP, PRESET_NAMES, LayerGroup, layer_groups, preset_ratios, resolve_ratios
+from ...core.groups import (CUSTOM_PRESET, PRESET_HELP, PRESET_NAMES, LayerGroup, layer_groups, preset_ratios,
+                            resolve_ratios)
 from ...core.errors import BcuError
 
-CUSTOM = "custom"
+CUSTOM = CUSTOM_PRESET  # the combo's Custom entry is recorded in the config under the same name
 SLIDER_STEPS = 1000
 
 
@@ -173,10 +174,14 @@ class ReinitPanel(QGroupBox):
         raise KeyError(group)
 
     def config_fields(self) -> dict:
-        """``preset`` and ``ratios`` for CleanseConfig: a named preset, or 'none' plus every ratio when Custom."""
+        """``preset``, ``ratios`` and ``seed`` for CleanseConfig: a named preset, or 'custom' with every ratio."""
         if self.preset() == CUSTOM:
-            return {"preset": "none", "ratios": self.ratios()}
-        return {"preset": self.preset(), "ratios": {}}
+            return {"preset": CUSTOM_PRESET, "ratios": self.ratios(), "seed": self.seed_spin.value()}
+        return {"preset": self.preset(), "ratios": {}, "seed": self.seed_spin.value()}
+
+    def preset_label(self) -> str:
+        """The preset as the combo shows it ('Strong', 'Custom')."""
+        return self.preset_combo.currentText()
 
     def problem(self) -> str | None:
         """Why these ratios cannot run, or None (the engine's own validation, so both faces agree)."""
