@@ -67,8 +67,9 @@ def check_args(args: argparse.Namespace) -> str | None:
 
 
 def _icon_path() -> Path | None:
-    """The app icon from the source tree or, in a PyInstaller bundle, from its data folder."""
-    for base in (Path(__file__).resolve().parents[2], Path(getattr(sys, "_MEIPASS", "") or "/nonexistent")):
+    """The app icon from the source tree, an installed wheel (bcu_gui/resources) or a PyInstaller bundle."""
+    here = Path(__file__).resolve()
+    for base in (here.parents[2], here.parents[1], Path(getattr(sys, "_MEIPASS", "") or "/nonexistent")):
         candidate = base / "resources" / "icons" / "bcu-studio.png"
         if candidate.is_file():
             return candidate
