@@ -18,6 +18,7 @@ from ...core.groups import (CUSTOM_PRESET, PRESET_HELP, PRESET_NAMES, LayerGroup
                             resolve_ratios)
 from ...core.errors import BcuError
 
+CUSTOM_HELP = "your own ratios: drag a slider, or click its number and type an exact value"
 CUSTOM = CUSTOM_PRESET  # the combo's Custom entry is recorded in the config under the same name
 
 
@@ -66,7 +67,7 @@ class ReinitPanel(QGroupBox):
             self.preset_combo.setItemData(self.preset_combo.count() - 1, PRESET_HELP[key],
                                           Qt.ItemDataRole.ToolTipRole)
         self.preset_combo.addItem("Custom", CUSTOM)
-        self.preset_combo.setItemData(self.preset_combo.count() - 1, "your own ratios: drag a slider, or click its number and type an exact value",
+        self.preset_combo.setItemData(self.preset_combo.count() - 1, CUSTOM_HELP,
                                       Qt.ItemDataRole.ToolTipRole)
         self.preset_combo.currentIndexChanged.connect(self._on_preset_chosen)
         self.preset_help = QLabel()
@@ -214,7 +215,7 @@ class ReinitPanel(QGroupBox):
 
     def _update_help(self) -> None:
         key = self.preset()
-        text = PRESET_HELP.get(key, "your own ratios: drag a slider, or click its number and type an exact value")
+        text = PRESET_HELP.get(key, CUSTOM_HELP)
         self.preset_help.setText(text[0].upper() + text[1:] + ".")
         self.preset_combo.setToolTip(text)
 
