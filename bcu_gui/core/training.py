@@ -8,10 +8,10 @@ loop body:
   ``engine.state``): completed epochs, steps, the latest and best scores, training time. It is plain data
   with ``to_dict``/``from_dict``: together with the tensors ``Distiller.tensors()`` names, it is what a resume
   file saves, and a run restored from it starts its loop at ``state.epoch``.
-- ``RunHook`` gives the three moments others attach to (Lightning's ``Callback``): ``on_start`` (wrap the
-  student for distributed training), ``on_epoch_end`` (measure something per epoch, e.g. a proxy ASR from a
-  trigger scan, or write a resume point; returned numbers join the epoch's record) and ``on_finish``. The
-  ACC / ASR / agreement evaluation is itself the first epoch hook.
+- ``RunHook`` gives the moments others attach to (Lightning's ``Callback``): ``on_start`` (wrap the student
+  for distributed training), ``on_step_end`` (update EMA weights), ``on_epoch_end`` (measure something per
+  epoch, e.g. a proxy ASR from a trigger scan, or write a resume point; returned numbers join the epoch's
+  record) and ``on_finish``. The ACC / ASR / agreement evaluation is itself the first epoch hook.
 - ``StepThrottle`` limits ``Step`` events to a time-based rate, so a fast GPU run does not flood the app's
   GUI thread with queued signals, while every step's loss still reaches the plot.
 """
@@ -89,6 +89,9 @@ class RunHook:
     def on_start(self, run: "Distiller") -> None:
         """Before the first step (after a resume: before the first step taken again)."""
 
+    def on_step_end(self, run: "Distiller") -> None:
+        """After every optimiser step (``run.state.step`` counts it)."""
+
     def on_epoch_end(self, run: "Distiller") -> dict[str, float | None] | None:
         """After an epoch's last step; numbers returned join the epoch's record (``EpochEnd``, metrics.jsonl)."""
         return None
@@ -163,6 +166,8 @@ class Distiller:
         self.aug_gen = torch.Generator(device=plan.device).manual_seed(seed)
         self.best_weights: dict[str, torch.Tensor] | None = None
         self.hooks: list[RunHook] = [EvaluationHook(evaluator), *hooks]
+        # only hooks that override on_step_end are called per step: the step stays as lean as the bare loop
+        self._step_hooks = [h for h in self.hooks if type(h).on_step_end is not RunHook.on_step_end]
         self._order: torch.Tensor | None = None
         self._loss_sum: torch.Tensor | None = None
 
@@ -217,6 +222,8 @@ class Distiller:
         self._loss_sum += value
         s.step += 1
         s.epoch_step += 1
+        for hook in self._step_hooks:
+            hook.on_step_end(self)
         return value.item()
 
     def step_event(self, losses: tuple[float, ...]) -> Step:

@@ -45,6 +45,8 @@ def test_a_short_demo_run_plots_each_epoch_drops_asr_and_saves_a_loadable_model(
     steps = event.summary.epochs * (64 // 16)
     assert len(w.run_view.loss_plot.raw_values()) == steps and len(w.run_view.loss_plot.smoothed_values()) == steps
     assert "Cleansed" in w.run_view.summary.text() and event.run_dir in w.run_view.summary.text()
+    assert "saved the last epoch (2)" in w.run_view.summary.text()
+    assert sum("model: resnet18_cifar" in line for line in w.log_pane.lines()) == 1  # described once, on load
     assert w.run_panel.run_again_button.isVisible()  # a demo run offers the paper's ratios next
     assert w.run_panel.start_button.isEnabled() and w.model_panel.isEnabled()
 

@@ -202,6 +202,9 @@ class RecordingHook(RunHook):
     def on_start(self, run):
         self.calls.append(("start", run.state.epoch))
 
+    def on_step_end(self, run):
+        self.calls.append(("step", run.state.step))
+
     def on_epoch_end(self, run):
         self.calls.append(("epoch", run.state.epoch))
         return {"proxy_asr": 0.25 * (run.state.epoch + 1)}
@@ -214,7 +217,8 @@ def test_hooks_run_at_start_each_epoch_end_and_finish_and_their_numbers_are_reco
                                                                                        tmp_path):
     hook = RecordingHook()
     events = list(CleanseJob(_config(tiny_checkpoint, folders, tmp_path), hooks=[hook]).events())
-    assert hook.calls == [("start", 0), ("epoch", 0), ("epoch", 1), ("finish", 2)]
+    assert hook.calls == [("start", 0), ("step", 1), ("step", 2), ("step", 3), ("epoch", 0),
+                          ("step", 4), ("step", 5), ("step", 6), ("epoch", 1), ("finish", 2)]
     epochs = [e for e in events if isinstance(e, EpochEnd)]
     assert [e.extra for e in epochs] == [{"proxy_asr": 0.25}, {"proxy_asr": 0.5}]
     assert all(e.acc is not None for e in epochs)  # the built-in evaluation still ran
