@@ -10,7 +10,7 @@ from PIL import Image
 
 from bcu_gui.core.devices import plan_compute
 from bcu_gui.core.evaluation import Evaluator, load_eval_sets
-from bcu_gui.core.events import EpochEnd, Failed, Finished, Log, Paused, Resumed, Started, Step
+from bcu_gui.core.events import EpochEnd, Failed, Finished, Paused, Resumed, Started, Step
 from bcu_gui.core.job import CleanseConfig, CleanseJob, distillation_loss, temperature
 from bcu_gui.core.models import load_model
 from bcu_gui.core.summary import RunSummary
