@@ -12,18 +12,11 @@ import signal
 import sys
 from typing import Sequence
 
+from .common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, OneLineParser, pct
 from .core.errors import BcuError, ConfigError
 from .core.events import Failed, Finished
 from .core.groups import PRESET_NAMES, parse_ratios
-
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line on stderr, not a wall of usage text."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+from .core.job import KEEP_CHOICES
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -45,11 +38,11 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="bcu", description="Backdoor cleansing with unlabelled data (BCU, CVPR 2023).")
+    parser = OneLineParser(prog="bcu", description="Backdoor cleansing with unlabelled data (BCU, CVPR 2023).")
     from . import __version__
 
     parser.add_argument("--version", action="version", version=f"bcu {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     p = sub.add_parser("inspect", help="architecture, classes, input size and layer groups of a checkpoint")
     _model_args(p)
@@ -87,7 +80,7 @@ def _cleanse_args(p: argparse.ArgumentParser, demo: bool = False) -> None:
     p.add_argument("--lr", type=float, default=None, help="SGD learning rate (default 0.01)")
     p.add_argument("--seed", type=int, default=0, help="seed for the re-initialisation masks and training")
     p.add_argument("--precision", default="auto", help="auto | fp32 | bf16 | fp16 (auto: bf16 where supported)")
-    p.add_argument("--keep", choices=("last", "best"), default="last",
+    p.add_argument("--keep", choices=KEEP_CHOICES, default="last",
                    help="save the last epoch, or the lowest-ASR epoch with ACC within 3 points (needs ASR)")
     p.add_argument("--out", metavar="RUN_DIR", help="run folder (default: a new folder in the user data dir)")
 
@@ -196,9 +189,9 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(json.dumps(result))
     else:
         if result["acc"] is not None:
-            print(f"ACC  {result['acc']:.2%}  ({result['clean_images']} clean images)")
+            print(f"ACC  {pct(result['acc'])}  ({result['clean_images']} clean images)")
         if result["asr"] is not None:
-            print(f"ASR  {result['asr']:.2%}  ({result['triggered_images']} triggered non-target images, "
+            print(f"ASR  {pct(result['asr'])}  ({result['triggered_images']} triggered non-target images, "
                   f"target class {sets.target})")
     return EXIT_OK
 

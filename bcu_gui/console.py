@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import sys
 
-from .core.events import EpochEnd, Event, Failed, Finished, Log, Started, Step, to_record
+from .common import pct as _pct
+from .core.events import EpochEnd, Event, Failed, Finished, Log, Paused, Resumed, Started, Step, to_record
 
 
 def pct(value: float | None) -> str:
-    return "  n/a " if value is None else f"{value:6.1%}"
+    """Percentages in aligned columns."""
+    return _pct(value, 6)
 
 
 class _Preamble:
@@ -57,8 +59,10 @@ class ConsoleReporter:
             self._bar = tqdm(total=event.epochs * event.steps_per_epoch, unit="step", file=sys.stderr,
                              dynamic_ncols=True, desc="cleansing")
         elif isinstance(event, Step) and self._bar is not None:
-            self._bar.update(1)
+            self._bar.update(event.step - self._bar.n)  # steps arrive throttled: move to the step reached
             self._bar.set_postfix(epoch=event.epoch + 1, loss=f"{event.loss:.4f}", refresh=False)
+        elif isinstance(event, (Paused, Resumed)) and self._bar is not None:
+            self._bar.write(f"{'paused' if isinstance(event, Paused) else 'resumed'} at step {event.step}")
         elif isinstance(event, EpochEnd) and self._bar is not None:
             self._bar.write(f"epoch {event.epoch:3d}/{event.epochs}  loss {event.loss:.4f}  ACC {pct(event.acc)}  "
                             f"ASR {pct(event.asr)}  agreement {pct(event.agreement)}  T {event.temperature:.2f}  "
@@ -66,12 +70,11 @@ class ConsoleReporter:
         elif isinstance(event, Finished):
             self.close()
             s = event.summary
-            cleansed = s.get("cleansed") or {}
-            print(f"{'cancelled' if event.cancelled else 'done'} in {s['seconds']:.1f} s "
-                  f"({s['images_per_second']} images/s on {s['device']}); kept {s['kept']} epoch")
-            print(f"teacher   ACC {pct(s['teacher']['acc'])}  ASR {pct(s['teacher']['asr'])}")
-            print(f"cleansed  ACC {pct(cleansed.get('acc'))}  ASR {pct(cleansed.get('asr'))}")
-            print(f"saved     {event.run_dir}")
+            print(f"{'cancelled' if s.cancelled else 'done'} in {s.seconds:.1f} s "
+                  f"({s.images_per_second:.1f} images/s on {s.device}); kept {s.kept_text()}")
+            print(f"teacher   ACC {pct(s.teacher.acc)}  ASR {pct(s.teacher.asr)}")
+            print(f"cleansed  ACC {pct(s.cleansed.acc)}  ASR {pct(s.cleansed.asr)}")
+            print(f"saved     {s.run_dir}")
         elif isinstance(event, Failed):
             self.close()
 

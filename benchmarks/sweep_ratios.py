@@ -40,8 +40,8 @@ def run(setting: str, seed: int, epochs: int, batch_size: int, out: str) -> dict
         if isinstance(event, Finished):
             s = event.summary
             return {"setting": setting, "seed": seed, "epochs": epochs, "batch_size": batch_size,
-                    "ratios": s["reinit"]["ratios"], "teacher_acc": s["teacher"]["acc"],
-                    "teacher_asr": s["teacher"]["asr"], "acc": s["cleansed"]["acc"], "asr": s["cleansed"]["asr"],
+                    "ratios": s.reinit.ratios, "teacher_acc": s.teacher.acc,
+                    "teacher_asr": s.teacher.asr, "acc": s.cleansed.acc, "asr": s.cleansed.asr,
                     "lowest_asr": lowest, "seconds": round(time.perf_counter() - start, 1)}
     raise SystemExit("the run ended without a summary")
 

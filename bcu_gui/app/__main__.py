@@ -19,23 +19,17 @@ import traceback
 from pathlib import Path
 from typing import Sequence
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+from ..common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, OneLineParser
+
 SMOKE_EPOCHS = 2
 SMOKE_TIMEOUT_S = 300
 SMOKE_MODEL_NAME = "cleansed-demo.pt"
 
 
-class _Parser(argparse.ArgumentParser):
-    """A usage error is one line on stderr and exit code 2, not a wall of usage text."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
     from .. import __version__
 
-    p = _Parser(prog="bcu-gui", description="BCU Studio: remove backdoors from image classifiers with "
+    p = OneLineParser(prog="bcu-gui", description="BCU Studio: remove backdoors from image classifiers with "
                                             "unlabelled data (desktop app).")
     p.add_argument("checkpoint", nargs="?", help="suspicious model to open (.pt/.pth/.safetensors/TorchScript)")
     p.add_argument("--unlabeled", metavar="DIR", help="unlabelled images to distil on")
@@ -73,8 +67,9 @@ def check_args(args: argparse.Namespace) -> str | None:
 
 
 def _icon_path() -> Path | None:
-    """The app icon from the source tree or, in a PyInstaller bundle, from its data folder."""
-    for base in (Path(__file__).resolve().parents[2], Path(getattr(sys, "_MEIPASS", "") or "/nonexistent")):
+    """The app icon from the source tree, an installed wheel (bcu_gui/resources) or a PyInstaller bundle."""
+    here = Path(__file__).resolve()
+    for base in (here.parents[2], here.parents[1], Path(getattr(sys, "_MEIPASS", "") or "/nonexistent")):
         candidate = base / "resources" / "icons" / "bcu-studio.png"
         if candidate.is_file():
             return candidate
@@ -167,8 +162,8 @@ def run_smoke(app, window, out_dir: Path) -> int:
     """Open the demo, cleanse for SMOKE_EPOCHS epochs, save via the Save code path; 0 on success, 1 otherwise."""
     from PySide6.QtCore import QtMsgType, QTimer, qInstallMessageHandler
 
+    from ..common import pct
     from . import dialogs
-    from .panels.run_panel import pct
 
     def qt_messages(kind: QtMsgType, _context, message: str) -> None:
         # The offscreen platform warns on every window resize hint; anything else goes to stderr as usual.
@@ -206,15 +201,14 @@ def run_smoke(app, window, out_dir: Path) -> int:
         if event.cancelled:
             finish(EXIT_FAILED, "bcu-gui --smoke: failed: the run was cancelled")
             return
-        files = window.save_cleansed_to(out_dir / SMOKE_MODEL_NAME)
+        files = window.run_view.save_cleansed_to(out_dir / SMOKE_MODEL_NAME)
         if not files:
             finish(EXIT_FAILED, "bcu-gui --smoke: failed: the model was not saved")
             return
         s = event.summary
-        teacher, cleansed = s.get("teacher") or {}, s.get("cleansed") or {}
-        finish(EXIT_OK, f"bcu-gui smoke ok: ACC {pct(teacher.get('acc'))} -> {pct(cleansed.get('acc'))}, "
-                        f"ASR {pct(teacher.get('asr'))} -> {pct(cleansed.get('asr'))} after "
-                        f"{s.get('epochs_completed')} epochs in {time.monotonic() - t0:.0f} s; "
+        finish(EXIT_OK, f"bcu-gui smoke ok: ACC {pct(s.teacher.acc)} -> {pct(s.cleansed.acc)}, "
+                        f"ASR {pct(s.teacher.asr)} -> {pct(s.cleansed.asr)} after "
+                        f"{s.epochs_completed} epochs in {time.monotonic() - t0:.0f} s; "
                         f"saved {files[0]}")
 
     def setup() -> None:
@@ -238,8 +232,8 @@ def run_smoke(app, window, out_dir: Path) -> int:
     def timeout() -> None:
         finish(EXIT_FAILED, f"bcu-gui --smoke: failed: no result after {SMOKE_TIMEOUT_S} s (watchdog)")
 
-    window.run_finished.connect(on_finished)
-    window.run_failed.connect(lambda e: finish(EXIT_FAILED, f"bcu-gui --smoke: failed ({e.kind}): {e.message}"))
+    window.run_view.run_finished.connect(on_finished)
+    window.run_view.run_failed.connect(lambda e: finish(EXIT_FAILED, f"bcu-gui --smoke: failed ({e.kind}): {e.message}"))
     watchdog = QTimer()
     watchdog.setSingleShot(True)
     watchdog.timeout.connect(timeout)
@@ -254,7 +248,7 @@ def run_smoke(app, window, out_dir: Path) -> int:
         code = app.exec()
     finally:
         watchdog.stop()
-        if window.runner.is_running and not window.runner.stop_and_wait(30_000):
+        if window.run_view.is_running and not window.run_view.runner.stop_and_wait(30_000):
             print("bcu-gui --smoke: the run did not stop within 30 s", file=sys.stderr, flush=True)
             os._exit(EXIT_FAILED)  # a stuck worker thread: leave without waiting for it
         window.close()  # waits for any background check too

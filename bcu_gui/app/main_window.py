@@ -1,78 +1,56 @@
-"""The main window: composes the panels, plots, log and summary, and turns user intentions into runs.
+"""The main window: assembles the input panels, the run view and the log, and connects them.
 
-Left: the inputs, top to bottom in the order a user fills them (model, images, re-initialisation, training,
-run), in a scroll area so nothing clips on a small screen. Right: a welcome page until a model is loaded,
-then the live plots, the result summary and the log. The window is the only place that connects panels to
-each other and to the ``JobRunner``; panels never see the job, and the job never sees a widget.
+Left: the inputs, top to bottom in the order a user fills them (model, images, re-initialisation, training),
+in a scroll area so nothing clips on a small screen, and under it, fixed and always in view, the run bar
+(Start / Pause / Stop with their shortcuts, progress, Save). Right: a welcome page until a model is loaded,
+then the live plots, the result summary and the log. The run itself (runner, plots, result, actions) lives
+in ``RunView``; the window builds its config from the panels' ``config_fields()`` and locks the inputs while
+it runs. Panels never see the job, and the job never sees a widget.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Callable
 
-import torch
-from PySide6.QtCore import QSize, Qt, Signal
+from PySide6.QtCore import QSize, Qt, QTimer
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
-from PySide6.QtWidgets import (QFileDialog, QHBoxLayout, QLabel, QMainWindow, QMessageBox, QPushButton,
-                               QScrollArea, QSplitter, QStackedWidget, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QLabel, QMainWindow, QMessageBox, QPushButton, QScrollArea, QSplitter,
+                               QStackedWidget, QHBoxLayout, QVBoxLayout, QWidget)
 
 from .. import __version__
 from ..core.bundled import describe_bundled
 from ..core.errors import BcuError
-from ..core.events import EpochEnd, Failed, Finished, Started, Step
-from ..core.job import CleanseConfig, CleanseJob
+from ..core.job import CleanseConfig
 from ..core.models import LoadedModel
-from ..core.runs import MODEL_STEM, new_run_dir, save_model
 from . import dialogs
 from .log_pane import LogPane
-from .wheel_guard import WheelGuard
-from .panels.common import wait_cursor
 from .panels.data_panel import DataPanel
 from .panels.model_panel import ModelPanel
-from .panels.reinit_panel import CUSTOM, ReinitPanel
-from .panels.run_panel import RunPanel, SummaryBox, pct
+from .panels.reinit_panel import ReinitPanel
 from .panels.training_panel import TrainingPanel
-from .plots import EpochsPlot, LossPlot
+from .run_view import RunView
 from .settings import AppSettings
-from .worker import JobRunner, cancel_all_tasks
+from .wheel_guard import WheelGuard
+from .worker import cancel_all_tasks
 
 DEMO_BANNER = ("Demo: this small model keeps its backdoor under the paper's ratios, so the demo uses the "
                "measured 'Strong' preset (every weight re-initialised).")
-FAILURE_TITLES = {"memory": "Out of memory", "disk": "Disk full", "input": "Cannot run with these inputs",
-                  "internal": "Unexpected error"}
 LEFT_WIDTH = 470
-
-JobFactory = Callable[[CleanseConfig, LoadedModel], object]
-
-
 MIN_WINDOW = QSize(1200, 760)  # below this the panels and both plots no longer fit side by side
+CLOSE_WAIT_MS = 120_000  # how long closing waits for a stopped run to save before giving the window back
 
 
 class MainWindow(QMainWindow):
-    """BCU Studio's window. ``open_demo``, ``open_checkpoint``, ``start_run`` and ``save_cleansed_to`` are the
-    entry points the menus, the command line and the tests share."""
-
-    run_finished = Signal(object)  # Finished, after the window has shown it
-    run_failed = Signal(object)  # Failed, after the window has shown it
+    """BCU Studio's window. ``open_demo``, ``open_checkpoint`` and ``start_run`` are the entry points the menus,
+    the command line and the tests share; the run's own entry points are on ``run_view``."""
 
     def __init__(self, settings: AppSettings | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.settings = settings or AppSettings()
-        self.runner = JobRunner(self)
-        self.job_factory: JobFactory = lambda cfg, model: CleanseJob(cfg, model=model)
         self.demo = False
         self._demo_root: Path | None = None
-        self.last_finished: Finished | None = None
-        self.last_failed: Failed | None = None
-        self.last_config: CleanseConfig | None = None
-        self._run_model: LoadedModel | None = None
-        self._run_preset = ""
-        self._result_dir: Path | None = None  # the run whose student "Save cleansed model…" saves
-        self._last_step = 0
-        self._stopping = False
-        self._closed = False  # set once the window has accepted closing: late run events are ignored
+        self.close_wait_ms = CLOSE_WAIT_MS
+        self._close_when_stopped = False
 
         self.setWindowTitle("BCU Studio")
         self.setAcceptDrops(True)
@@ -90,22 +68,19 @@ class MainWindow(QMainWindow):
         self.data_panel = DataPanel(self.settings)
         self.reinit_panel = ReinitPanel()
         self.training_panel = TrainingPanel(self.settings)
-        self.run_panel = RunPanel()
         self.input_panels = (self.model_panel, self.data_panel, self.reinit_panel, self.training_panel)
+        self.log_pane = LogPane()
+        self.run_view = RunView(self, self.settings, self.log_pane, lambda text: self.statusBar().showMessage(text))
 
     def _build_right(self) -> None:
-        self.loss_plot = LossPlot()
-        self.epochs_plot = EpochsPlot()
-        self.summary = SummaryBox()
-        self.log_pane = LogPane()
-
+        rv = self.run_view
         self.plot_splitter = QSplitter(Qt.Orientation.Horizontal)
-        self.plot_splitter.addWidget(self.loss_plot)
-        self.plot_splitter.addWidget(self.epochs_plot)
+        self.plot_splitter.addWidget(rv.loss_plot)
+        self.plot_splitter.addWidget(rv.epochs_plot)
         self.plot_splitter.setSizes([1, 1])
         self.right_splitter = QSplitter(Qt.Orientation.Vertical)
         self.right_splitter.addWidget(self.plot_splitter)
-        self.right_splitter.addWidget(self.summary)
+        self.right_splitter.addWidget(rv.summary)
         self.right_splitter.addWidget(self.log_pane)
         self.right_splitter.setStretchFactor(0, 5)
         self.right_splitter.setStretchFactor(1, 0)
@@ -163,7 +138,7 @@ class MainWindow(QMainWindow):
         column = QWidget()
         col = QVBoxLayout(column)
         col.setContentsMargins(6, 6, 6, 6)
-        for panel in (*self.input_panels, self.run_panel):
+        for panel in self.input_panels:
             col.addWidget(panel)
         col.addStretch(1)
         self.left_scroll = QScrollArea()
@@ -173,6 +148,15 @@ class MainWindow(QMainWindow):
         self.left_column = column
         self._wheel_guard = WheelGuard(self.left_scroll)
         self._wheel_guard.install()
+
+        # The run bar stays under the scrolling form: the actions and the progress are never below the fold.
+        left = QWidget()
+        left_layout = QVBoxLayout(left)
+        left_layout.setContentsMargins(0, 0, 0, 0)
+        left_layout.setSpacing(4)
+        left_layout.addWidget(self.left_scroll, 1)
+        left_layout.addWidget(self.run_panel)
+        self.left_pane = left
         self._fit_left_column()
 
         self.demo_banner = QLabel(DEMO_BANNER)
@@ -182,7 +166,7 @@ class MainWindow(QMainWindow):
         self.demo_banner.setVisible(False)
 
         self.main_splitter = QSplitter(Qt.Orientation.Horizontal)
-        self.main_splitter.addWidget(self.left_scroll)
+        self.main_splitter.addWidget(left)
         self.main_splitter.addWidget(self.right_stack)
         self.main_splitter.setStretchFactor(0, 0)
         self.main_splitter.setStretchFactor(1, 1)
@@ -198,6 +182,10 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(central)
         self.statusBar().showMessage("Open the demo or a checkpoint to begin.")
 
+    @property
+    def run_panel(self):
+        return self.run_view.run_panel
+
     def _fit_left_column(self) -> None:
         """Wide enough for the column's widest row plus the scroll bar: scroll vertically, never clip sideways."""
         bar = self.left_scroll.verticalScrollBar().sizeHint().width()
@@ -205,6 +193,7 @@ class MainWindow(QMainWindow):
         self.left_scroll.setMinimumWidth(max(LEFT_WIDTH, need))
 
     def _build_menus(self) -> None:
+        rv = self.run_view
         file_menu = self.menuBar().addMenu("&File")
         self.open_action = QAction("&Open checkpoint…", self, shortcut=QKeySequence.StandardKey.Open)
         self.open_action.triggered.connect(self.choose_checkpoint)
@@ -212,14 +201,15 @@ class MainWindow(QMainWindow):
         self.recent_menu = file_menu.addMenu("Recent files")
         self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
         file_menu.addSeparator()
-        self.save_action = QAction("&Save cleansed model…", self, shortcut=QKeySequence.StandardKey.Save)
-        self.save_action.triggered.connect(self.choose_save_path)
-        self.save_action.setEnabled(False)
-        file_menu.addAction(self.save_action)
+        file_menu.addAction(rv.save_action)
         file_menu.addSeparator()
         quit_action = QAction("&Quit", self, shortcut=QKeySequence.StandardKey.Quit)
         quit_action.triggered.connect(self.close)
         file_menu.addAction(quit_action)
+
+        run_menu = self.menuBar().addMenu("&Run")
+        for action in (rv.start_action, rv.pause_action, rv.stop_action):
+            run_menu.addAction(action)
 
         help_menu = self.menuBar().addMenu("&Help")
         self.demo_action = QAction("Open the &demo", self)
@@ -235,23 +225,9 @@ class MainWindow(QMainWindow):
             signal.connect(self._update_state)
         self.welcome_demo_button.clicked.connect(lambda: self.open_demo())
         self.welcome_open_button.clicked.connect(self.choose_checkpoint)
-
-        rp = self.run_panel
-        rp.start_clicked.connect(self.start_run)
-        rp.pause_clicked.connect(self.toggle_pause)
-        rp.stop_clicked.connect(self.stop_run)
-        rp.save_clicked.connect(self.choose_save_path)
-        rp.run_again_clicked.connect(self.run_again_with_paper)
-
-        r = self.runner
-        r.started.connect(self._on_started)
-        r.step.connect(self._on_step)
-        r.epoch.connect(self._on_epoch)
-        r.log.connect(self.log_pane.append_message)
-        r.finished.connect(self._on_finished)
-        r.failed.connect(self._on_failed)
-        r.running_changed.connect(self._on_running_changed)
-        r.paused_changed.connect(self._on_paused_changed)
+        self.run_view.start_requested.connect(self.start_run)
+        self.run_view.run_again_requested.connect(self.run_again_with_paper)
+        self.run_view.running_changed.connect(self._on_running_changed)
 
     # ---------------------------------------------------------------------------------------- settings
     def _fit_to_screen(self) -> None:
@@ -326,11 +302,11 @@ class MainWindow(QMainWindow):
         self.reinit_panel.seed_spin.setValue(cfg.seed)
         self.training_panel.set_values({"epochs": cfg.epochs, "batch_size": cfg.batch_size, "lr": cfg.lr,
                                         "unlabeled_limit": cfg.unlabeled_limit})
-        self.summary.clear_history()
-        self.epochs_plot.clear_reference()
+        self.run_view.summary.clear_history()
+        self.run_view.epochs_plot.clear_reference()
         self.log_pane.append_message(f"demo loaded from {root}: backdoored digits model, BadNets patch, "
                                      f"target class {cfg.target_class}, preset '{cfg.preset}'")
-        self.statusBar().showMessage("Demo loaded: press Start cleansing.")
+        self.statusBar().showMessage("Demo loaded: press Start cleansing (F5).")
         return True
 
     def _set_demo(self, on: bool, root: Path | None = None) -> None:
@@ -338,6 +314,7 @@ class MainWindow(QMainWindow):
         self._demo_root = root if on else None
         self.demo_banner.setVisible(on)
         self.data_panel.set_demo_root(root if on else None)
+        self.run_view.offer_paper_comparison = on
         if not on:
             self.run_panel.run_again_button.setVisible(False)
 
@@ -373,38 +350,26 @@ class MainWindow(QMainWindow):
         self.training_panel.set_asr_available(self.data_panel.asr_available())
         usable = self.data_panel.state("unlabeled").usable or 0
         ready = f"{usable:,} unlabelled images. {self.data_panel.curves_sentence()}"
-        self.run_panel.set_ready(self.missing_inputs(), ready)
-        self.save_action.setEnabled(self._result_dir is not None and not self.runner.is_running)
-        self.run_panel.save_button.setEnabled(self.save_action.isEnabled())
+        self.run_view.set_ready(self.missing_inputs(), ready)
 
     def _refuse_while_running(self) -> bool:
-        if self.runner.is_running:
+        if self.run_view.is_running:
             self.statusBar().showMessage("A run is in progress: stop it first.", 5000)
             return True
         return False
 
     # --------------------------------------------------------------------------------------------- runs
     def build_config(self) -> CleanseConfig:
-        """The CleanseConfig the panels describe (the run folder is named now, inside the output folder)."""
-        model = self.model_panel.model
-        if model is None:
-            raise RuntimeError("no model loaded")
-        training = self.training_panel.values()
-        root = training.pop("output_root")
-        out = new_run_dir(root, "demo" if self.demo else "run")
-        return CleanseConfig(
-            checkpoint=str(model.path), unlabeled=self.data_panel.unlabeled_path() or "",
-            eval_clean=self.data_panel.clean_path(), eval_poisoned=self.data_panel.triggered_path(),
-            target_class=self.data_panel.target_class() if self.data_panel.triggered_path() else None,
-            use_bundled_eval=self.data_panel.use_bundled(),
-            arch=self.model_panel.arch_override(), input_size=self.model_panel.size_override(),
-            normalize=self.model_panel.norm_override(), trust_checkpoint=self.model_panel.trusted,
-            seed=self.reinit_panel.seed_spin.value(), out=str(out), **self.reinit_panel.config_fields(),
-            **training)
+        """The CleanseConfig the panels describe, every field from a panel's ``config_fields()``."""
+        fields: dict = {}
+        for panel in (self.model_panel, self.data_panel, self.reinit_panel):
+            fields.update(panel.config_fields())
+        fields.update(self.training_panel.config_fields(run_label="demo" if self.demo else "run"))
+        return CleanseConfig(**fields)
 
     def start_run(self, keep_reference: bool = False) -> bool:
         """Start a run with the current inputs; False (and nothing started) if something is missing."""
-        if self.runner.is_running or self.missing_inputs():
+        if self.run_view.is_running or self.missing_inputs():
             return False
         try:
             cfg = self.build_config()
@@ -414,158 +379,25 @@ class MainWindow(QMainWindow):
             return False
         model = self.model_panel.model
         assert model is not None
-        self.last_config, self._run_model = cfg, model
-        self.last_finished = self.last_failed = None
-        preset = self.reinit_panel.preset()
-        self._run_preset = "Custom" if preset == CUSTOM else preset.capitalize()
-        if not keep_reference:
-            self.epochs_plot.clear_reference()
-            self.summary.clear_history()
-        self.loss_plot.reset()
-        self.epochs_plot.start_run(cfg.epochs, None, None)
-        self._last_step, self._stopping = 0, False
-        self.log_pane.append_message(f"starting: preset {self._run_preset}, {cfg.epochs} epochs, batch "
-                                     f"{cfg.batch_size}, lr {cfg.lr:g}, device {cfg.device}; run folder {cfg.out}")
-        self.summary.show_text("Preparing the run…")
-        self.run_panel.begin()
-        self._lock_inputs(True)
-        self.runner.start(self.job_factory(cfg, model))
-        self.statusBar().showMessage("Running…")
-        return True
+        return self.run_view.start(cfg, model, self.reinit_panel.preset_label(), keep_reference)
 
     def run_again_with_paper(self) -> bool:
         """The demo's comparison: same inputs, the paper's ratios; the previous curves stay as references."""
-        label = f"{self._run_preset} run"
-        self.epochs_plot.keep_as_reference(label)
-        self.summary.remember_current(f"Previous: {label}")
+        self.run_view.keep_as_reference()
         self.reinit_panel.set_preset("paper")
         return self.start_run(keep_reference=True)
 
-    def toggle_pause(self) -> None:
-        if self.runner.is_paused:
-            self.runner.resume()
-        else:
-            self.runner.pause()
-
-    def stop_run(self) -> None:
-        if self.runner.is_running and not self._stopping:
-            self._stopping = True
-            self.runner.stop()
-            self.run_panel.set_stopping()
-            self.log_pane.append_message("stopping after the current batch; what was written is kept", "warning")
-
-    def _lock_inputs(self, locked: bool) -> None:
-        for panel in self.input_panels:
-            panel.setEnabled(not locked)
-        for action in (self.open_action, self.demo_action):
-            action.setEnabled(not locked)
-        self.recent_menu.setEnabled(not locked)
-        self.welcome_demo_button.setEnabled(not locked)
-        self.welcome_open_button.setEnabled(not locked)
-
-    # ----------------------------------------------------------------------------------- run events
-    def _on_started(self, event: Started) -> None:
-        self.epochs_plot.start_run(event.epochs, event.teacher_acc, event.teacher_asr)
-        self.run_panel.on_started(event)
-        self.summary.show_teacher(event.teacher_acc, event.teacher_asr)
-        self.log_pane.append_message(f"teacher: ACC {pct(event.teacher_acc)}, ASR {pct(event.teacher_asr)}; "
-                                     f"training on {event.device}")
-
-    def _on_step(self, event: Step) -> None:
-        self._last_step = event.step
-        self.loss_plot.add_step(event.step, event.loss)
-        self.run_panel.on_step(event)
-
-    def _on_epoch(self, event: EpochEnd) -> None:
-        self.epochs_plot.add_epoch(event.epoch, event.acc, event.asr, event.agreement)
-        self.loss_plot.mark_epoch(self._last_step)
-        self.run_panel.on_epoch(event)
-        self.log_pane.append_message(
-            f"epoch {event.epoch}/{event.epochs}: loss {event.loss:.4f}, ACC {pct(event.acc)}, "
-            f"ASR {pct(event.asr)}, agreement {pct(event.agreement)} ({event.seconds:.1f} s)")
-
-    def _on_finished(self, event: Finished) -> None:
-        if self._closed:
-            return
-        self.loss_plot.flush()
-        self.epochs_plot.flush()
-        self.last_finished = event
-        model_file = Path(event.run_dir) / f"{MODEL_STEM}.pt"
-        self._result_dir = Path(event.run_dir) if model_file.is_file() else None
-        self.summary.show_finished(event.summary, event.run_dir, event.cancelled, self._run_preset)
-        cleansed = event.summary.get("cleansed") or {}
-        state = "stopped" if event.cancelled else "done"
-        self.run_panel.end(f"{state}: ACC {pct(cleansed.get('acc'))}, ASR {pct(cleansed.get('asr'))}")
-        self.log_pane.append_message(f"run {state}; saved in {event.run_dir}")
-        self.statusBar().showMessage(f"Run {state}. The run folder is {event.run_dir}.")
-        offer = self.demo and not event.cancelled and self._run_preset != "Paper"
-        self.run_panel.run_again_button.setVisible(offer)
-        self.run_finished.emit(event)
-
-    def _on_failed(self, event: Failed) -> None:
-        if self._closed:
-            return
-        self.last_failed = event
-        self.run_panel.end("failed")
-        self.summary.show_failed(event.message)
-        self.log_pane.append_message(event.message, "error")
-        if event.detail:
-            self.log_pane.append_message(event.detail, "detail")
-        text = event.message
-        if event.kind == "internal":
-            text += ". The technical details are in the log (please include them in a bug report)"
-        self.statusBar().showMessage("The run failed.")
-        dialogs.error(self, FAILURE_TITLES.get(event.kind, "The run failed"), text)
-        self.run_failed.emit(event)
-
     def _on_running_changed(self, running: bool) -> None:
-        if not running:
-            self._lock_inputs(False)
-            self.run_panel.set_running(False)
-            self._stopping = False
+        for panel in self.input_panels:
+            panel.setEnabled(not running)
+        for action in (self.open_action, self.demo_action):
+            action.setEnabled(not running)
+        self.recent_menu.setEnabled(not running)
+        self.welcome_demo_button.setEnabled(not running)
+        self.welcome_open_button.setEnabled(not running)
+        if not running and self._close_when_stopped:
+            QTimer.singleShot(0, self.close)  # the run that outlived the close wait has saved: close now
         self._update_state()
-
-    def _on_paused_changed(self, paused: bool) -> None:
-        self.run_panel.set_paused(paused)
-        self.statusBar().showMessage("Paused: press Resume to go on." if paused else "Running…")
-
-    # --------------------------------------------------------------------------------------------- saving
-    def choose_save_path(self) -> None:
-        if self._result_dir is None:
-            return
-        stem = self._run_model.path.stem if self._run_model else "model"
-        start = str(Path(self.settings.last_dir("save")) / f"{stem}-cleansed.pt")
-        path, _ = QFileDialog.getSaveFileName(self, "Save cleansed model", start,
-                                              "PyTorch state_dict (*.pt);;safetensors (*.safetensors)")
-        if path:
-            self.settings.set_last_dir("save", path)
-            self.save_cleansed_to(path)
-
-    def save_cleansed_to(self, path: str | Path) -> list[Path] | None:
-        """Save the last run's student to ``path`` (.pt + .safetensors + .json sidecar); None on failure."""
-        if self._result_dir is None or self._run_model is None:
-            dialogs.error(self, "Nothing to save", "no finished or stopped run has a model to save yet")
-            return None
-        source = self._result_dir / f"{MODEL_STEM}.pt"
-        sidecar = self._result_dir / f"{MODEL_STEM}.json"
-        try:
-            with wait_cursor():
-                state = torch.load(source, map_location="cpu", weights_only=True)
-                student = self._run_model.fresh(0)
-                student.load_state_dict(state)
-                meta = json.loads(sidecar.read_text()) if sidecar.is_file() else self._run_model.metadata()
-                files = save_model(student, path, meta)
-        except OSError as exc:
-            dialogs.error(self, "Cannot save the cleansed model",
-                          f"could not write {exc.filename or path}: {exc.strerror or exc}")
-            return None
-        except Exception as exc:  # a damaged run folder: say so, keep the app usable
-            dialogs.error(self, "Cannot save the cleansed model",
-                          f"could not read the run's model {source}: {type(exc).__name__}: {exc}")
-            return None
-        self.log_pane.append_message("saved the cleansed model: " + ", ".join(str(f) for f in files))
-        self.statusBar().showMessage(f"Saved {files[0]}")
-        return files
 
     # ------------------------------------------------------------------------------------ menus, drops
     def _fill_recent_menu(self) -> None:
@@ -602,17 +434,23 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------------------------------------ closing
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
-        """During a run: ask, then stop it and wait for its thread, so nothing is left running."""
-        if self.runner.is_running:
-            if not dialogs.ask(self, "Stop the run and quit?",
-                               "A cleansing run is in progress. Stop it and quit?\n\nThe run folder and the model "
-                               "as it is now are kept."):
+        """During a run: ask, then stop it and wait for it to save, so no thread is ever left running.
+
+        If the run has not stopped within the wait (a slow disk, a long batch), the window stays open, says
+        so, and closes itself as soon as the run's thread has ended.
+        """
+        if self.run_view.is_running:
+            if not self._close_when_stopped and not dialogs.ask(
+                    self, "Stop the run and quit?", "A cleansing run is in progress. Stop it and quit?\n\n"
+                    "The run folder and the model as it is now are kept."):
                 event.ignore()
                 return
-            with wait_cursor():
-                self.runner.stop_and_wait()
+            if not self.run_view.close(self.close_wait_ms):
+                self._close_when_stopped = True
+                self.statusBar().showMessage("The run is still saving; the window closes when it has stopped.")
+                event.ignore()
+                return
         self.data_panel.cancel_checks()
         cancel_all_tasks()
         self._save_settings()
-        self._closed = True
         event.accept()

@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QPointF, Qt, QTimer
-from PySide6.QtWidgets import QDoubleSpinBox, QHBoxLayout, QLabel, QSlider, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QVBoxLayout, QWidget
+from superqt import QLabeledDoubleSlider
 
 REDRAW_MS = 100
 ACC_COLOR, ASR_COLOR, AGREE_COLOR = "#2e7d32", "#c62828", "#607d8b"
@@ -133,23 +134,17 @@ class LossPlot(_ThrottledPlot):
         self._factor = 0.9
         self.epoch_marks: list[pg.InfiniteLine] = []
 
-        self.smooth_slider = QSlider(Qt.Orientation.Horizontal)
-        self.smooth_slider.setRange(0, 99)
-        self.smooth_slider.setValue(90)
-        self.smooth_spin = QDoubleSpinBox()
-        self.smooth_spin.setRange(0.0, 0.99)
-        self.smooth_spin.setDecimals(2)
-        self.smooth_spin.setSingleStep(0.05)
-        self.smooth_spin.setValue(0.9)
-        self.smooth_spin.setToolTip("Exponential moving average: 0 shows the raw loss, 0.99 smooths the most")
-        self.smooth_slider.setToolTip(self.smooth_spin.toolTip())
-        self.smooth_slider.valueChanged.connect(lambda v: self.smooth_spin.setValue(v / 100))
-        self.smooth_spin.valueChanged.connect(self.set_smoothing)
+        self.smooth_slider = QLabeledDoubleSlider(Qt.Orientation.Horizontal)
+        self.smooth_slider.setRange(0.0, 0.99)
+        self.smooth_slider.setDecimals(2)
+        self.smooth_slider.setSingleStep(0.05)
+        self.smooth_slider.setValue(0.9)
+        self.smooth_slider.setToolTip("Exponential moving average: 0 shows the raw loss, 0.99 smooths the most")
+        self.smooth_slider.valueChanged.connect(self.set_smoothing)
         controls = QHBoxLayout()
         controls.setContentsMargins(4, 0, 4, 0)
         controls.addWidget(QLabel("Smoothing"))
         controls.addWidget(self.smooth_slider, 1)
-        controls.addWidget(self.smooth_spin)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(2)
@@ -179,9 +174,9 @@ class LossPlot(_ThrottledPlot):
 
     def set_smoothing(self, factor: float) -> None:
         """Change the EMA factor and recompute the smoothed curve from the raw values (which are kept)."""
-        self._factor = float(factor)
+        self._factor = round(float(factor), 2)
         self.smooth_slider.blockSignals(True)
-        self.smooth_slider.setValue(round(factor * 100))
+        self.smooth_slider.setValue(self._factor)
         self.smooth_slider.blockSignals(False)
         raw = self.series.y.copy()
         xs = self.series.x.copy()

@@ -1,6 +1,8 @@
 """Screenshots of the real window on the demo: before a run, during it and at the end (docs and reviews).
 
     xvfb-run -a -s "-screen 0 1280x800x24" python -m bcu_gui.app.screenshot docs/screenshots
+    xvfb-run -a -s "-screen 0 1920x1080x24" python -m bcu_gui.app.screenshot docs/screenshots \
+        --size 1920x1080 --prefix 1920x1080-
 
 Uses private settings and a temporary run folder, so it leaves nothing in the user's configuration or run
 library. The PNGs are palette-reduced to keep the repository small.
@@ -32,6 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=None, help="epochs of the demo run (default: the demo's)")
     parser.add_argument("--during-epoch", type=int, default=None, help="epoch after which 'during' is taken")
     parser.add_argument("--size", default="1280x800", help="window size, WxH")
+    parser.add_argument("--prefix", default="", help="prefix of the file names (e.g. the size)")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -44,6 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     app = QApplication.instance() or QApplication(["bcu-gui"])
+    from ..core.events import EpochEnd
     from .main_window import MainWindow
 
     window = MainWindow()
@@ -52,42 +56,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs = tempfile.mkdtemp(prefix="bcu-screenshot-runs-")
     state = {"code": 1, "during": False}
 
-    def scroll_left(to_end: bool) -> None:
-        bar = window.left_scroll.verticalScrollBar()
-        bar.setValue(bar.maximum() if to_end else 0)
+    rv = window.run_view
+
+    def shot(name: str):
+        return out / f"{args.prefix}{name}.png"
 
     def before() -> None:
         if window.data_panel.is_checking() or window.missing_inputs():
             QTimer.singleShot(100, before)
             return
-        scroll_left(False)
-        QTimer.singleShot(300, lambda: (_save(window, out / "before.png"), start()))
+        QTimer.singleShot(300, lambda: (_save(window, shot("before")), start()))
 
     def start() -> None:
         if not window.start_run():
             print("the run did not start:", window.missing_inputs(), file=sys.stderr)
             app.exit(1)
 
-    def on_epoch(event) -> None:
+    def on_event(event) -> None:
+        if not isinstance(event, EpochEnd):
+            return
         during = args.during_epoch or max(1, event.epochs // 3)
         if event.epoch >= during and not state["during"]:
             state["during"] = True
-            window.loss_plot.flush()
-            window.epochs_plot.flush()
-            scroll_left(True)
-            _save(window, out / "during.png")
+            rv.loss_plot.flush()
+            rv.epochs_plot.flush()
+            _save(window, shot("during"))
 
     def on_finished(_event) -> None:
-        scroll_left(True)
-        QTimer.singleShot(300, lambda: (_save(window, out / "after.png"), state.update(code=0), app.exit(0)))
+        QTimer.singleShot(300, lambda: (_save(window, shot("after")), state.update(code=0), app.exit(0)))
 
     def on_failed(event) -> None:
         print(f"the run failed: {event.message}", file=sys.stderr)
         app.exit(1)
 
-    window.runner.epoch.connect(on_epoch)
-    window.run_finished.connect(on_finished)
-    window.run_failed.connect(on_failed)
+    rv.runner.event.connect(on_event)
+    rv.run_finished.connect(on_finished)
+    rv.run_failed.connect(on_failed)
     if not window.open_demo():
         return 1
     window.training_panel.output.set_path(runs)

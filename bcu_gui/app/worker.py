@@ -1,10 +1,20 @@
 """The bridge between the core's generators and Qt: the only module of the app that knows QThread.
 
-A cleansing run is ``CleanseJob.events()``, a generator that yields after every batch. ``JobWorker`` drives it
-in a ``QThread`` and turns each event into a typed signal; it never decides anything, it only relays. Widgets
-connect to the signals of a ``JobRunner``, which owns the thread's lifetime (start, stop, stop-and-wait), so
-no widget ever holds the job or the thread. Short background chores (decode-checking an image folder) go
-through ``run_task``, the same pattern for a plain function.
+A cleansing run is ``CleanseJob.events()``, a generator of typed events. ``JobWorker`` drives it in a
+``QThread`` and emits each event, unchanged, as one ``event`` signal; it never decides anything, it only
+relays, and the run view handles every kind in one ``handle(event)`` (the console reporter's shape).
+``JobRunner`` owns the thread's lifetime (start, stop, stop-and-wait), so no widget ever holds the job or the
+thread. Short background chores (decode-checking an image folder) go through ``run_task``, the same pattern
+for a plain function.
+
+Why this hand-written bridge and not superqt's thread workers (``create_worker`` / ``GeneratorWorker``):
+superqt aborts a generator by no longer resuming it at its next ``yield`` and pauses by polling between
+yields. A stopped cleansing run must go on to save the student, write its summary and emit ``Finished``, and
+its pause must act between two batches even when ``Step`` events are throttled to ~30 a second; both are the
+job's own flags (``cancel`` / ``pause``), which superqt's worker would only duplicate around. What is left
+for a worker is to iterate and relay, about twenty lines here, fewer than adapting superqt's worker to not
+abort, and the thread registry below (never drop a running ``QThread``; tests assert none is left) would be
+needed either way.
 
 Every thread started here is kept in a module-level registry until it has ended, both so that Python never
 drops the last reference to a running ``QThread`` (which would crash the process) and so that tests can
@@ -19,7 +29,7 @@ from typing import Any, Callable, Protocol
 
 from PySide6.QtCore import QObject, QThread, Qt, Signal, Slot
 
-from ..core.events import EpochEnd, Failed, Finished, Log, Started, Step
+from ..core.events import Failed
 
 # Every QThread this module started and that has not yet been joined.
 _REGISTRY: list[QThread] = []
@@ -44,14 +54,9 @@ class EventSource(Protocol):
 
 
 class JobWorker(QObject):
-    """Runs a job's event stream in its thread and emits one signal per event; control calls are thread-safe."""
+    """Runs a job's event stream in its thread and emits every event; control calls are thread-safe."""
 
-    started = Signal(object)  # core.events.Started
-    step = Signal(object)  # Step
-    epoch = Signal(object)  # EpochEnd
-    log = Signal(str, str)  # message, level ("info" | "warning")
-    finished = Signal(object)  # Finished
-    failed = Signal(object)  # Failed
+    event = Signal(object)  # any core.events event, in the job's order
     done = Signal()  # the stream has ended, whatever the outcome
 
     def __init__(self, job: EventSource) -> None:
@@ -63,26 +68,15 @@ class JobWorker(QObject):
         """Iterate the job to its end. The job turns its own failures into ``Failed``; this catches the rest."""
         try:
             for event in self._job.events():
-                if isinstance(event, Step):
-                    self.step.emit(event)
-                elif isinstance(event, EpochEnd):
-                    self.epoch.emit(event)
-                elif isinstance(event, Log):
-                    self.log.emit(event.message, event.level)
-                elif isinstance(event, Started):
-                    self.started.emit(event)
-                elif isinstance(event, Finished):
-                    self.finished.emit(event)
-                elif isinstance(event, Failed):
-                    self.failed.emit(event)
+                self.event.emit(event)
         except Exception as exc:  # a bug in a job: report it as the core would, never kill the thread silently
-            self.failed.emit(Failed(f"unexpected error: {type(exc).__name__}: {exc}", "internal",
-                                    traceback.format_exc()))
+            self.event.emit(Failed(message=f"unexpected error: {type(exc).__name__}: {exc}", kind="internal",
+                                   detail=traceback.format_exc()))
         finally:
             self.done.emit()
 
     # Called from the GUI thread while ``run`` is busy in this worker's thread: the job's flags are
-    # thread-safe and are honoured at the next batch.
+    # thread-safe and are honoured before the next batch.
     def pause(self) -> None:
         self._job.pause()
 
@@ -94,22 +88,16 @@ class JobWorker(QObject):
 
 
 class JobRunner(QObject):
-    """Owns at most one running job: its thread, its worker, and relays of the worker's signals.
+    """Owns at most one running job: its thread, its worker, and the relay of the worker's events.
 
-    ``running_changed(False)`` is emitted only once the thread has really ended, so a new run can start
-    right away and nothing is left behind.
+    ``paused_changed`` follows what the user asked for (the job confirms with ``Paused`` / ``Resumed``
+    events); ``running_changed(False)`` is emitted only once the thread has really ended, so a new run can
+    start right away and nothing is left behind.
     """
 
-    started = Signal(object)
-    step = Signal(object)
-    epoch = Signal(object)
-    log = Signal(str, str)
-    finished = Signal(object)
-    failed = Signal(object)
+    event = Signal(object)
     running_changed = Signal(bool)
     paused_changed = Signal(bool)
-
-    _RELAYED = ("started", "step", "epoch", "log", "finished", "failed")
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -133,8 +121,7 @@ class JobRunner(QObject):
         thread.setObjectName("bcu-job")
         worker = JobWorker(job)
         worker.moveToThread(thread)
-        for name in self._RELAYED:
-            getattr(worker, name).connect(getattr(self, name))
+        worker.event.connect(self.event)
         thread.started.connect(worker.run)
         # Direct: quit must reach the thread even while the GUI thread is blocked in stop_and_wait().
         worker.done.connect(thread.quit, Qt.ConnectionType.DirectConnection)
@@ -161,7 +148,10 @@ class JobRunner(QObject):
             self.paused_changed.emit(False)
 
     def stop(self) -> None:
-        """Ask the job to stop at the next batch; it still saves what it has and ends with ``Finished``."""
+        """Ask the job to stop before its next batch; it still saves what it has and ends with ``Finished``.
+
+        The thread is never quit under the job: it ends when the job's stream has ended.
+        """
         if self._worker is not None:
             self._worker.stop()
             if self._paused:
@@ -171,18 +161,17 @@ class JobRunner(QObject):
     def stop_and_wait(self, timeout_ms: int = 120_000, quiet: bool = True) -> bool:
         """Stop the run and block until its thread has ended (closing the window). ``quiet``: relay nothing more.
 
-        Returns False if the thread did not end within ``timeout_ms`` (it stays in the registry, so it is
-        never destroyed while running).
+        Returns False if the thread did not end within ``timeout_ms``: it is still saving, stays registered
+        (never destroyed while running), and ``running_changed(False)`` follows once it has ended.
         """
         thread, worker = self._thread, self._worker
         if thread is None or worker is None:
             return True
         if quiet:
-            for name in self._RELAYED:
-                try:
-                    getattr(worker, name).disconnect(getattr(self, name))
-                except (RuntimeError, TypeError):
-                    pass
+            try:
+                worker.event.disconnect(self.event)
+            except (RuntimeError, TypeError):
+                pass
         worker.stop()
         if not thread.wait(timeout_ms):
             return False

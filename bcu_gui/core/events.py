@@ -1,9 +1,18 @@
-"""The event vocabulary of a cleansing job: what the CLI prints, the app plots and the run folder records."""
+"""The event vocabulary of a cleansing job: what the CLI prints, the app plots and the run folder records.
+
+Every event is a frozen dataclass built with keyword arguments; a consumer handles the kinds it knows with
+one ``isinstance`` chain (the console reporter, the app's run view) and ignores the rest.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Union
+from typing import Literal, Union
+
+from .summary import RunSummary
+
+LogLevel = Literal["info", "warning"]
+FailureKind = Literal["input", "memory", "disk", "internal"]
 
 
 @dataclass(frozen=True)
@@ -23,7 +32,11 @@ class Started:
 
 @dataclass(frozen=True)
 class Step:
-    """One optimiser step (the only per-batch host read is ``loss``)."""
+    """Progress of the optimiser, sent at most ~30 times a second (and always at the end of an epoch).
+
+    ``step`` is the global 1-based count of optimiser steps so far; ``losses`` holds the loss of every step
+    since the previous ``Step`` event (the last one is ``loss``), so a plot still sees each step.
+    """
 
     epoch: int  # 0-based
     step: int  # global, 1-based
@@ -31,37 +44,59 @@ class Step:
     loss: float
     lr: float
     temperature: float
+    losses: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
 class EpochEnd:
-    """An epoch finished and the student was evaluated."""
+    """An epoch finished and the student was evaluated; ``extra`` holds metrics added by epoch hooks."""
 
     epoch: int  # 1-based
     epochs: int
     loss: float
     acc: float | None
     asr: float | None
-    agreement: float
+    agreement: float | None
     lr: float
     temperature: float
     seconds: float
     elapsed: float
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Paused:
+    """The job has stopped between two batches and waits for ``resume`` (or ``cancel``)."""
+
+    step: int
+
+
+@dataclass(frozen=True)
+class Resumed:
+    """The job goes on after a pause."""
+
+    step: int
 
 
 @dataclass(frozen=True)
 class Log:
     message: str
-    level: str = "info"  # info | warning
+    level: LogLevel = "info"
 
 
 @dataclass(frozen=True)
 class Finished:
-    """The run ended (completed, or cancelled with what it had saved)."""
+    """The run ended (completed, or stopped with what it had saved)."""
 
-    summary: dict = field(default_factory=dict)
-    run_dir: str = ""
-    cancelled: bool = False
+    summary: RunSummary
+
+    @property
+    def run_dir(self) -> str:
+        return self.summary.run_dir
+
+    @property
+    def cancelled(self) -> bool:
+        return self.summary.cancelled
 
 
 @dataclass(frozen=True)
@@ -69,13 +104,18 @@ class Failed:
     """The run could not go on; ``message`` is one sentence for a person, ``kind`` says whose fault."""
 
     message: str
-    kind: str = "internal"  # input | memory | disk | internal
+    kind: FailureKind = "internal"
     detail: str = ""
 
 
-Event = Union[Started, Step, EpochEnd, Log, Finished, Failed]
+Event = Union[Started, Step, EpochEnd, Paused, Resumed, Log, Finished, Failed]
 
 
 def to_record(event: Event) -> dict:
     """A JSON-ready dict with the event's type name, for ``--json`` output and logs."""
-    return {"event": type(event).__name__.lower(), **asdict(event)}
+    if isinstance(event, Finished):
+        return {"event": "finished", "summary": event.summary.to_dict()}
+    record = asdict(event)
+    if isinstance(event, Step):
+        record["losses"] = list(event.losses)
+    return {"event": type(event).__name__.lower(), **record}

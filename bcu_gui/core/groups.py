@@ -25,6 +25,10 @@ PAPER_RESNET = {"stem": 0.01, "layer1": 0.01, "layer2": 0.03, "layer3": 0.09, "l
 STRONG_RATIO = 1.0
 
 PRESET_NAMES = ("paper", "strong", "uniform", "decreasing", "none")
+# Not a preset but the record of one: every group's ratio was set by hand and is listed in the config's
+# ``ratios``. The app records its Custom choice under this name (not 'none', which means "no re-init").
+CUSTOM_PRESET = "custom"
+CONFIG_PRESETS = PRESET_NAMES + (CUSTOM_PRESET,)
 PRESET_HELP = {
     "paper": "the paper's ratios, rising with depth (ResNet-18: .01 .01 .03 .09 .27, head .10)",
     "strong": "every weight re-initialised: what removed the backdoor reliably on small models",
@@ -223,7 +227,15 @@ def parse_ratios(text: str) -> dict[str, float]:
 
 def resolve_ratios(groups: list[LayerGroup], preset: str = "paper",
                    overrides: Mapping[str, float] | None = None) -> dict[str, float]:
-    """A preset with per-group overrides on top; unknown group names and out-of-range values are errors."""
+    """A preset with per-group overrides on top; unknown group names and out-of-range values are errors.
+
+    ``custom`` takes every ratio from ``overrides``, which must then name every group.
+    """
+    if preset == CUSTOM_PRESET:
+        missing = [g.name for g in groups if g.name not in (overrides or {})]
+        if missing:
+            raise ConfigError(f"custom ratios must give every layer group a ratio; missing: {', '.join(missing)}")
+        preset = "none"
     ratios = preset_ratios(preset, groups)
     for name, value in (overrides or {}).items():
         if name not in ratios:

@@ -1,39 +1,47 @@
 """The cleansing job: a config in, a stream of events out, pause / resume / cancel within one batch.
 
-``CleanseJob.events()`` is a generator that yields after every optimiser step, so whoever drives it (the CLI's
-loop, the app's QThread worker) sees progress as it happens, and the pause and cancel flags, set from any
-thread, are honoured at the next batch. Every failure ends the stream with one ``Failed`` event carrying a
-sentence for a person; nothing is raised to the driver.
+``CleanseJob.events()`` is a generator: whoever drives it (the CLI's loop, the app's QThread worker) sees
+progress as it happens (``Step`` at most ~30 times a second, every ``EpochEnd``), and the pause and cancel
+flags, set from any thread, are checked before every batch: a pause yields ``Paused`` and blocks until
+``resume``; a cancel ends the loop, saves the student and still ends with ``Finished``. Every failure ends the
+stream with one ``Failed`` event carrying a sentence for a person; nothing is raised to the driver.
+
+The loop's arithmetic lives in ``training.py`` (one step, the end of an epoch, the finish, around one
+``RunState``); this module owns the config, the control flags, the events and the run folder.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import errno
+import json
 import math
 import threading
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Iterator
+from pathlib import Path
+from typing import Iterator, Sequence
 
 import torch
-from torch.nn import functional as F
 
+from . import training
 from .bundled import resolve_eval_sets
-from .data import load_unlabeled, random_crop_flip, to_model_input
-from .devices import PRECISIONS, ComputePlan, plan_compute
+from .data import load_unlabeled
+from .devices import PRECISIONS, plan_compute
 from .errors import BcuError, ConfigError
 from .evaluation import EvalSets, Evaluator
-from .events import EpochEnd, Event, Failed, Finished, Log, Started, Step
-from .groups import PRESET_NAMES, layer_groups, resolve_ratios
+from .events import Event, Failed, Finished, Log, Paused, Resumed, Started
+from .groups import CONFIG_PRESETS, layer_groups, resolve_ratios
 from .models import LoadedModel, load_model
-from .reinit import build_student
+from .reinit import ReinitReport, build_student
 from .runs import RunFolder, new_run_dir
 from .saveback import save_original_form
+from .summary import ReinitRecord, Scores
+from .training import Distiller, RunHook, RunState, StepThrottle, distillation_loss  # noqa: F401 (re-export)
 
 KEEP_CHOICES = ("last", "best")
+RESOLVED_KEY = "resolved"  # what config.json records beside the settings: ratios, model, device as used
 
 
 @dataclass
@@ -78,7 +86,8 @@ class CleanseConfig:
             (0 <= self.momentum < 1, f"momentum must lie in [0, 1), got {self.momentum}"),
             (self.weight_decay >= 0, f"weight decay must not be negative, got {self.weight_decay}"),
             (self.crop_padding >= 0, f"crop padding must not be negative, got {self.crop_padding}"),
-            (self.preset in PRESET_NAMES, f"unknown preset '{self.preset}': use one of {', '.join(PRESET_NAMES)}"),
+            (self.preset in CONFIG_PRESETS,
+             f"unknown preset '{self.preset}': use one of {', '.join(CONFIG_PRESETS)}"),
             (self.precision in PRECISIONS, f"unknown precision '{self.precision}': use {', '.join(PRECISIONS)}"),
             (self.keep in KEEP_CHOICES, f"keep must be 'last' or 'best', got '{self.keep}'"),
             (self.unlabeled_limit is None or self.unlabeled_limit >= 2, "the unlabelled limit must be at least 2"),
@@ -95,29 +104,51 @@ class CleanseConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> "CleanseConfig":
+        """Settings from a dict, such as a run's own ``config.json``.
+
+        The ``resolved`` key a run folder adds (the ratios, model and device the run actually used) is a
+        record, not a setting, and is skipped; any other unknown key is an error.
+        """
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
+        settings = {k: v for k, v in data.items() if k != RESOLVED_KEY}
+        unknown = sorted(set(settings) - known)
         if unknown:
             raise ConfigError(f"unknown setting(s) in the config: {', '.join(unknown)}")
-        return cls(**data)
+        return cls(**settings)
+
+    @classmethod
+    def from_run(cls, run_dir: str | Path, out: str | None = None) -> "CleanseConfig":
+        """The config of an earlier run, to repeat it; ``out`` names the new run's folder (default: a new one)."""
+        path = Path(run_dir) / "config.json"
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{run_dir} is not a run folder: it has no config.json") from None
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot read {path}: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path} does not hold a config")
+        return dataclasses.replace(cls.from_dict(data), out=out)
 
 
 def temperature(config: CleanseConfig, epoch: int) -> float:
     """The distillation temperature for 0-based ``epoch``: rising linearly, reaching start + rise at the end."""
-    return config.temperature_start + config.temperature_rise * (epoch + 1) / config.epochs
-
-
-def distillation_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor, t: float) -> torch.Tensor:
-    """KL(softmax(teacher / T) || softmax(student / T)), averaged over the batch, in fp32."""
-    return F.kl_div(F.log_softmax(student_logits.float() / t, dim=1), teacher_probs, reduction="batchmean")
+    return training.temperature(config.temperature_start, config.temperature_rise, epoch, config.epochs)
 
 
 class CleanseJob:
-    """One cleansing run. Drive it by iterating ``events()``; control it from any thread."""
+    """One cleansing run. Drive it by iterating ``events()``; control it from any thread.
 
-    def __init__(self, config: CleanseConfig, model: LoadedModel | None = None) -> None:
+    ``hooks`` attach to the run's moments (``training.RunHook``: start, end of each epoch, finish);
+    ``step_rate`` caps ``Step`` events per second (0: one per optimiser step).
+    """
+
+    def __init__(self, config: CleanseConfig, model: LoadedModel | None = None, *,
+                 hooks: Sequence[RunHook] = (), step_rate: float = training.STEP_EVENTS_PER_SECOND) -> None:
         self.config = config
         self._model = model
+        self._hooks = tuple(hooks)
+        self._step_rate = step_rate
         self._cancel = threading.Event()
         self._go = threading.Event()
         self._go.set()
@@ -147,34 +178,37 @@ class CleanseJob:
         try:
             yield from self._run()
         except BcuError as exc:
-            yield Failed(str(exc), "input")
+            yield Failed(message=str(exc), kind="input")
         except torch.OutOfMemoryError:
-            yield Failed(f"the device ran out of memory at batch size {self.config.batch_size}; "
-                         "lower the batch size or run on the CPU", "memory", traceback.format_exc())
+            yield Failed(message=f"the device ran out of memory at batch size {self.config.batch_size}; "
+                                 "lower the batch size or run on the CPU", kind="memory",
+                         detail=traceback.format_exc())
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
-                yield Failed(f"the disk is full: could not write {exc.filename or 'the run folder'}; "
-                             "free some space or choose another output folder", "disk", traceback.format_exc())
+                yield Failed(message=f"the disk is full: could not write {exc.filename or 'the run folder'}; "
+                                     "free some space or choose another output folder", kind="disk",
+                             detail=traceback.format_exc())
             else:
-                yield Failed(f"could not read or write {exc.filename or 'a file'}: {exc.strerror or exc}",
-                             "input", traceback.format_exc())
+                yield Failed(message=f"could not read or write {exc.filename or 'a file'}: {exc.strerror or exc}",
+                             kind="input", detail=traceback.format_exc())
         except Exception as exc:  # a bug: report it, never kill the driver
-            yield Failed(f"unexpected error: {type(exc).__name__}: {exc}", "internal", traceback.format_exc())
+            yield Failed(message=f"unexpected error: {type(exc).__name__}: {exc}", kind="internal",
+                         detail=traceback.format_exc())
 
     def _run(self) -> Iterator[Event]:
         cfg = self.config
         cfg.validate()
         plan = plan_compute(cfg.device, cfg.precision, cfg.channels_last)
-        if self._model is None:
-            yield Log(f"loading {cfg.checkpoint}")
+        if self._model is None:  # a model handed in was already described by whoever loaded it
+            yield Log(message=f"loading {cfg.checkpoint}")
             self._model = load_model(cfg.checkpoint, arch=cfg.arch, trust=cfg.trust_checkpoint,
                                      input_size=cfg.input_size, normalize=cfg.normalize)
+            yield Log(message=f"model: {self._model.describe()}")
+            for note in self._model.notes:
+                yield Log(message=note)
         model = self._model
-        yield Log(f"model: {model.describe()}")
-        for note in model.notes:
-            yield Log(note)
 
-        yield Log(f"reading unlabelled images from {cfg.unlabeled}")
+        yield Log(message=f"reading unlabelled images from {cfg.unlabeled}")
         unlabeled = load_unlabeled(cfg.unlabeled, model.input_size, limit=cfg.unlabeled_limit)
         yield from _skipped_warning(unlabeled)
         if len(unlabeled) < 2:
@@ -182,153 +216,132 @@ class CleanseJob:
         sets, bundled_note = resolve_eval_sets(cfg.eval_clean, cfg.eval_poisoned, cfg.target_class, model,
                                                cfg.use_bundled_eval)
         if bundled_note:
-            yield Log(bundled_note)
+            yield Log(message=bundled_note)
         for s in (sets.clean, sets.triggered):
             if s is not None:
                 yield from _skipped_warning(s)
-        yield Log(f"{len(unlabeled)} unlabelled images; curves available: "
-                  f"{', '.join(['loss', 'agreement'] + sets.curves)}")
+                for note in s.notes:  # how class folders were mapped to classes
+                    yield Log(message=note)
+        yield Log(message=f"{len(unlabeled)} unlabelled images; curves available: "
+                          f"{', '.join(['loss', 'agreement'] + sets.curves)}")
 
         groups = layer_groups(model.module)
         ratios = resolve_ratios(groups, cfg.preset, cfg.ratios)
         student, report = build_student(model.module, model.fresh(cfg.seed), groups, ratios, cfg.seed)
-        yield Log(report.describe())
+        yield Log(message=report.describe())
 
         run = RunFolder(cfg.out or new_run_dir())
-        run.write_config({**cfg.to_dict(), "resolved": {"ratios": ratios, "model": model.metadata(),
-                                                        "device": plan.describe()}})
-        yield Log(f"run folder: {run.path}; compute: {plan.describe()}")
+        run.write_config({**cfg.to_dict(), RESOLVED_KEY: {"ratios": ratios, "model": model.metadata(),
+                                                          "device": plan.describe()}})
+        yield Log(message=f"run folder: {run.path}; compute: {plan.describe()}")
         yield from self._train(model, student, unlabeled.images, sets, report, plan, run)
 
-    def _train(self, model: LoadedModel, student: torch.nn.Module, images: torch.Tensor, sets: EvalSets,
-               report, plan: ComputePlan, run: RunFolder) -> Iterator[Event]:
+    def _distiller(self, model: LoadedModel, student: torch.nn.Module, images: torch.Tensor, sets: EvalSets,
+                   plan) -> Distiller:
         cfg = self.config
-        memory = torch.channels_last if plan.channels_last else torch.contiguous_format
-        teacher = copy.deepcopy(model.module).to(plan.device, memory_format=memory).eval()
-        student = student.to(plan.device, memory_format=memory).train()
-        for p in teacher.parameters():
-            p.requires_grad_(False)
-        data = images.to(plan.device)
-        evaluator = Evaluator(sets, model.normalization, plan, agreement_images=images[:2048])
-        evaluator.set_reference(teacher)
-        teacher_metrics = evaluator.measure(teacher)
-        mean, std = evaluator.mean, evaluator.std
-
-        n, bs = len(data), min(cfg.batch_size, len(data))
+        n, bs = len(images), min(cfg.batch_size, len(images))
         steps_per_epoch = n // bs + (1 if n % bs >= 2 else 0)  # a last batch of 1 would break batch norm
-        total_steps = steps_per_epoch * cfg.epochs
-        optimizer = torch.optim.SGD(student.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                                    weight_decay=cfg.weight_decay)
-        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
-        scaler = torch.amp.GradScaler(plan.device.type, enabled=plan.amp_dtype is torch.float16)
-        order_gen = torch.Generator().manual_seed(cfg.seed)
-        aug_gen = torch.Generator(device=plan.device).manual_seed(cfg.seed)
+        evaluator = Evaluator(sets, model.normalization, plan, agreement_images=images[:2048])
+        state = RunState(epochs=cfg.epochs, steps_per_epoch=steps_per_epoch, batch_size=bs)
+        distiller = Distiller(teacher=model.module, student=student, images=images, evaluator=evaluator,
+                              plan=plan, state=state, lr=cfg.lr, momentum=cfg.momentum,
+                              weight_decay=cfg.weight_decay, crop_padding=cfg.crop_padding, flip=cfg.flip,
+                              seed=cfg.seed, temperature_start=cfg.temperature_start,
+                              temperature_rise=cfg.temperature_rise, keep=cfg.keep, hooks=self._hooks)
+        evaluator.set_reference(distiller.teacher)
+        teacher = evaluator.measure(distiller.teacher)
+        state.teacher = Scores(acc=teacher["acc"], asr=teacher["asr"], agreement=teacher["agreement"])
+        return distiller
 
-        yield Started(cfg.epochs, steps_per_epoch, n, plan.describe(), teacher_metrics["acc"],
-                      teacher_metrics["asr"], report.counts, report.totals, str(run.path))
-        best: dict | None = None
-        best_state: dict | None = None
-        last: dict | None = None
-        step = 0
-        start = time.perf_counter()
-        completed = 0
-        for epoch in range(cfg.epochs):
-            t = temperature(cfg, epoch)
-            lr = optimizer.param_groups[0]["lr"]
-            epoch_start = time.perf_counter()
-            order = torch.randperm(n, generator=order_gen).to(plan.device)
-            loss_sum = torch.zeros((), device=plan.device)
-            for b in range(steps_per_epoch):
+    def _train(self, model: LoadedModel, student: torch.nn.Module, images: torch.Tensor, sets: EvalSets,
+               report: ReinitReport, plan, run: RunFolder) -> Iterator[Event]:
+        cfg = self.config
+        d = self._distiller(model, student, images, sets, plan)
+        state = d.state
+        assert state.teacher is not None
+        yield Started(epochs=state.epochs, steps_per_epoch=state.steps_per_epoch, images=len(images),
+                      device=plan.describe(), teacher_acc=state.teacher.acc, teacher_asr=state.teacher.asr,
+                      reinit_counts=report.counts, reinit_totals=report.totals, run_dir=str(run.path))
+        throttle = StepThrottle(self._step_rate)
+        clock = _TrainingClock(state)
+        d.start()
+        while state.epoch < state.epochs:  # a restored state starts at its own epoch
+            d.begin_epoch()
+            epoch_start = clock.seconds()
+            while state.epoch_step < state.steps_per_epoch:
                 if not self._go.is_set():
-                    yield Log("paused")
-                    self._go.wait()
-                    if not self._cancel.is_set():
-                        yield Log("resumed")
+                    yield from _flush(d, throttle)
+                    yield from self._wait_while_paused(state, clock)
                 if self._cancel.is_set():
                     break
-                batch = data[order[b * bs:(b + 1) * bs]]
-                x = to_model_input(random_crop_flip(batch, cfg.crop_padding, cfg.flip, aug_gen), mean, std)
-                x = x.contiguous(memory_format=memory)
-                with torch.inference_mode(), plan.autocast():
-                    teacher_probs = F.softmax(teacher(x).float() / t, dim=1)
-                teacher_probs = teacher_probs.clone()  # an ordinary tensor, usable by autograd
-                with plan.autocast():
-                    logits = student(x)
-                loss = distillation_loss(logits, teacher_probs, t)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                value = loss.detach()
-                loss_sum += value
-                step += 1
-                yield Step(epoch, step, total_steps, value.item(), lr, t)  # the one host read per step
+                throttle.add(d.step())
+                clock.tick()
+                if throttle.due(end_of_epoch=state.epoch_step == state.steps_per_epoch):
+                    yield d.step_event(throttle.take())
             else:
-                schedule.step()
-                completed = epoch + 1
-                metrics = evaluator.measure(student)
-                seconds = time.perf_counter() - epoch_start
-                last = {"epoch": completed, "loss": float(loss_sum) / steps_per_epoch, **metrics}
-                record = EpochEnd(completed, cfg.epochs, last["loss"], metrics["acc"], metrics["asr"],
-                                  metrics["agreement"], lr, t, seconds, time.perf_counter() - start)
+                record = d.end_epoch(seconds=clock.seconds() - epoch_start)
+                clock.tick()
                 run.append_metrics(dataclasses.asdict(record))
-                if _better(metrics, best, teacher_metrics["acc"]):
-                    best = dict(last)
-                    if cfg.keep == "best":
-                        best_state = {k: v.detach().clone() for k, v in student.state_dict().items()}
                 yield record
                 continue
             break  # cancelled inside the epoch
+        yield from _flush(d, throttle)
 
         cancelled = self._cancel.is_set()
-        chosen = "last"
-        if cfg.keep == "best" and best_state is not None:
-            student.load_state_dict(best_state)
-            chosen = f"best (epoch {best['epoch']})"
-        files = run.save_model(student, model.metadata())
-        original_form, save_warning = save_original_form(model, student, run.path)
+        cleansed = d.finish()
+        files = run.save_model(d.student, model.metadata())
+        original_form, save_warning = save_original_form(model, d.student, run.path)
         files += original_form
-        elapsed = time.perf_counter() - start
-        final = best if cfg.keep == "best" and best is not None else last
-        summary = {
-            "teacher": {"acc": teacher_metrics["acc"], "asr": teacher_metrics["asr"]},
-            "cleansed": final,
-            "best_epoch": best,
-            "kept": chosen,
-            "epochs": cfg.epochs,
-            "epochs_completed": completed,
-            "cancelled": cancelled,
-            "seconds": round(elapsed, 2),
-            "images_per_second": round(step * bs / elapsed, 1) if elapsed > 0 else None,
-            "device": plan.describe(),
-            "reinit": {"ratios": report.ratios, "counts": report.counts, "totals": report.totals,
-                       "reinitialised": report.reinitialised, "total": report.total, "seed": report.seed},
-            "model_files": [str(p) for p in files],
-            "run_dir": str(run.path),
-        }
-        if cancelled:
-            summary["note"] = (f"cancelled after {completed} of {cfg.epochs} epochs; the model saved is the "
-                               "student as it was when the run stopped")
-        run.write_summary(summary)
+        clock.tick()
+        summary = d.summary(cleansed=cleansed, cancelled=cancelled, preset=cfg.preset,
+                            reinit=ReinitRecord(ratios=report.ratios, counts=report.counts, totals=report.totals,
+                                                seed=report.seed),
+                            model_files=[str(p) for p in files], run_dir=str(run.path))
+        run.write_summary(summary.to_dict())
         if save_warning:
-            yield Log(save_warning, "warning")
+            yield Log(message=save_warning, level="warning")
         if cancelled:
-            yield Log(summary["note"], "warning")
-        yield Finished(summary, str(run.path), cancelled)
+            yield Log(message=summary.note, level="warning")
+        yield Finished(summary=summary)
+
+    def _wait_while_paused(self, state: RunState, clock: "_TrainingClock") -> Iterator[Event]:
+        yield Paused(step=state.step)
+        clock.pause()
+        self._go.wait()
+        clock.resume()
+        if not self._cancel.is_set():
+            yield Resumed(step=state.step)
 
 
-def _better(metrics: dict, best: dict | None, teacher_acc: float | None) -> bool:
-    """Lowest ASR wins among epochs whose ACC stays within 3 points of the teacher's."""
-    asr = metrics.get("asr")
-    if asr is None:
-        return False
-    acc = metrics.get("acc")
-    if teacher_acc is not None and acc is not None and acc < teacher_acc - 0.03:
-        return False
-    return best is None or asr < best["asr"]
+class _TrainingClock:
+    """Training time in ``state.seconds``, pauses left out (so time and images/s describe the work)."""
+
+    def __init__(self, state: RunState) -> None:
+        self._state = state
+        self._mark = time.perf_counter()
+
+    def seconds(self) -> float:
+        return self._state.seconds + (time.perf_counter() - self._mark)
+
+    def tick(self) -> None:
+        now = time.perf_counter()
+        self._state.seconds += now - self._mark
+        self._mark = now
+
+    def pause(self) -> None:
+        self.tick()
+
+    def resume(self) -> None:
+        self._mark = time.perf_counter()
+
+
+def _flush(d: Distiller, throttle: StepThrottle) -> Iterator[Event]:
+    """The steps not yet reported (before a pause, a stop, or the end)."""
+    if throttle.pending:
+        yield d.step_event(throttle.take())
 
 
 def _skipped_warning(images) -> Iterator[Event]:
     summary = images.skipped_summary()
     if summary:
-        yield Log(summary, "warning")
+        yield Log(message=summary, level="warning")

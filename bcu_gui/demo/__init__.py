@@ -15,7 +15,9 @@ MODEL_FILE = "model.pt"
 
 
 def _candidates() -> list[Path]:
-    found = [Path(__file__).resolve().parents[2] / "resources" / "demo"]
+    here = Path(__file__).resolve()
+    found = [here.parents[2] / "resources" / "demo",  # the source tree (and editable installs)
+             here.parents[1] / "resources" / "demo"]  # an installed wheel (setup.py copies resources/ there)
     bundle = getattr(sys, "_MEIPASS", None)  # set inside a PyInstaller bundle
     if bundle:
         found.append(Path(bundle) / "resources" / "demo")
@@ -26,7 +28,8 @@ def demo_dir() -> Path:
     """The folder of the shipped demo (the one holding ``model.pt``).
 
     ``$BCU_DEMO_DIR`` when set (and then only it); otherwise ``<repo root>/resources/demo`` next to this
-    package, then ``<bundle>/resources/demo`` inside a PyInstaller bundle. Raises ``FileNotFoundError``
+    package, then ``bcu_gui/resources/demo`` in an installed wheel, then ``<bundle>/resources/demo`` inside a
+    PyInstaller bundle. Raises ``FileNotFoundError``
     naming every place looked at when none holds ``model.pt``.
     """
     override = os.environ.get(DEMO_ENV_VAR)

@@ -123,7 +123,7 @@ def window(qtbot, demo_env, tmp_path):
     tp.device_combo.setCurrentIndex(tp.device_combo.findData("cpu"))
     tp.precision_combo.setCurrentIndex(tp.precision_combo.findData("fp32"))
     yield w
-    if w.runner.is_running:
-        w.runner.stop_and_wait()
+    if w.run_view.runner.is_running:
+        w.run_view.runner.stop_and_wait()
     cancel_all_tasks()
 

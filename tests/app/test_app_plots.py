@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from bcu_gui.app.plots import EpochsPlot, LossPlot
 
@@ -23,7 +24,9 @@ def test_loss_plot_throttles_redraws_and_recomputes_smoothing_from_raw(qtbot):
     plot.set_smoothing(0.99)
     assert plot.smoothed_values()[-1] > plot.raw_values()[-1]  # lags behind a falling loss
     assert len(plot.raw_values()) == 2000
-    assert plot.smooth_slider.value() == 99
+    assert plot.smooth_slider.value() == pytest.approx(0.99)
+    plot.smooth_slider.setValue(0.0)  # as a drag would: the labelled slider drives the smoothing
+    assert np.allclose(plot.smoothed_values(), plot.raw_values())
     text = plot._hover_text(10.2)[2]
     assert "step 10" in text and "loss 0.1000" in text
 

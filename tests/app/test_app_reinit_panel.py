@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import re
 
+import pytest
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QLineEdit
 from torch import nn
 
 from bcu_gui.app.panels.reinit_panel import ReinitPanel
@@ -16,7 +19,7 @@ def _total(panel) -> tuple[int, int, float]:
     return int(m[1].replace(",", "")), int(m[2].replace(",", "")), float(m[3])
 
 
-def test_moving_a_slider_updates_counts_and_total_and_switches_to_custom(window, demo_env):
+def test_moving_a_slider_updates_counts_and_total_and_switches_to_custom(window, demo_env, qtbot):
     w = window
     assert w.open_checkpoint(demo_env / "model.pt")
     panel = w.reinit_panel
@@ -28,21 +31,26 @@ def test_moving_a_slider_updates_counts_and_total_and_switches_to_custom(window,
     assert chosen == sum(g.reinit_estimate(paper[g.name]) for g in panel.groups)
 
     layer4 = next(r for r in panel.rows if r.group.name == "layer4")
-    layer4.slider.setValue(500)  # as a drag would
+    layer4.slider.setValue(0.5)  # as a drag would
     assert panel.preset() == "custom"
-    assert layer4.spin.value() == 0.5
+    assert layer4.ratio() == 0.5
     assert layer4.reinit.text() == f"{layer4.group.reinit_estimate(0.5):,}"
     chosen2, _, share2 = _total(panel)
     assert chosen2 > chosen and share2 > share
 
-    layer4.spin.setValue(0.123)  # the exact box moves the slider too
-    assert layer4.slider.value() == 123
-    assert panel.config_fields() == {"preset": "none", "ratios": {**paper, "layer4": 0.123}}
+    box = layer4.slider.findChild(QLineEdit)  # the labelled slider's exact box, as a user types in it
+    box.selectAll()
+    qtbot.keyClicks(box, "0.123")
+    qtbot.keyClick(box, Qt.Key.Key_Return)
+    assert layer4.slider.value() == pytest.approx(0.123) and layer4.ratio() == 0.123
+    # recorded as 'custom' with every ratio (not 'none', which means nothing re-initialised)
+    assert panel.config_fields() == {"preset": "custom", "ratios": {**paper, "layer4": 0.123}, "seed": 0}
 
     panel.set_preset("strong")
     assert all(v == 1.0 for v in panel.ratios().values())
     assert _total(panel)[2] == 100.0
-    assert panel.config_fields() == {"preset": "strong", "ratios": {}}
+    panel.seed_spin.setValue(7)
+    assert panel.config_fields() == {"preset": "strong", "ratios": {}, "seed": 7}
 
 
 def test_presets_have_the_engines_help_as_tooltips(qtbot):

@@ -11,7 +11,7 @@ from PySide6.QtCore import QElapsedTimer, QTimer
 from PySide6.QtWidgets import QFileDialog
 
 from bcu_gui.app.worker import live_threads
-from bcu_gui.core.events import Failed, Log, Step
+from bcu_gui.core.events import Failed, Log, Started, Step
 from bcu_gui.core.job import CleanseJob
 from bcu_gui.core.models import load_model
 
@@ -26,15 +26,15 @@ def test_a_short_demo_run_plots_each_epoch_drops_asr_and_saves_a_loadable_model(
     w = window
     open_demo_for_test(qtbot, w, epochs=2)
     assert w.demo_banner.isVisible() and "Strong" in w.demo_banner.text()
-    with qtbot.waitSignal(w.run_finished, timeout=RUN_TIMEOUT) as finished:
+    with qtbot.waitSignal(w.run_view.run_finished, timeout=RUN_TIMEOUT) as finished:
         assert w.start_run()
         assert not w.run_panel.start_button.isEnabled() and w.run_panel.stop_button.isEnabled()
         assert not w.model_panel.isEnabled()  # inputs are locked while the run uses them
     event = finished.args[0]
     assert not event.cancelled
-    qtbot.waitUntil(lambda: not w.runner.is_running, timeout=10_000)
+    qtbot.waitUntil(lambda: not w.run_view.runner.is_running, timeout=10_000)
 
-    plot = w.epochs_plot
+    plot = w.run_view.epochs_plot
     assert plot.epochs() == [1, 2]
     assert len(plot.acc_values()) == len(plot.asr_values()) == 2
     assert len(plot.curves["asr"].getData()[1]) == 2  # flushed to the curve item, one point per epoch
@@ -42,9 +42,11 @@ def test_a_short_demo_run_plots_each_epoch_drops_asr_and_saves_a_loadable_model(
     assert teacher_asr > 90
     assert plot.asr_values()[-1] < teacher_asr
     assert plot.teacher_lines["asr"].isVisible() and plot.teacher_lines["acc"].isVisible()
-    steps = event.summary["epochs"] * (64 // 16)
-    assert len(w.loss_plot.raw_values()) == steps and len(w.loss_plot.smoothed_values()) == steps
-    assert "Cleansed" in w.summary.text() and event.run_dir in w.summary.text()
+    steps = event.summary.epochs * (64 // 16)
+    assert len(w.run_view.loss_plot.raw_values()) == steps and len(w.run_view.loss_plot.smoothed_values()) == steps
+    assert "Cleansed" in w.run_view.summary.text() and event.run_dir in w.run_view.summary.text()
+    assert "saved the last epoch (2)" in w.run_view.summary.text()
+    assert sum("model: resnet18_cifar" in line for line in w.log_pane.lines()) == 1  # described once, on load
     assert w.run_panel.run_again_button.isVisible()  # a demo run offers the paper's ratios next
     assert w.run_panel.start_button.isEnabled() and w.model_panel.isEnabled()
 
@@ -52,8 +54,8 @@ def test_a_short_demo_run_plots_each_epoch_drops_asr_and_saves_a_loadable_model(
     target = tmp_path / "saved" / "student.pt"
     target.parent.mkdir()
     monkeypatch.setattr(QFileDialog, "getSaveFileName", staticmethod(lambda *a, **k: (str(target), "")))
-    assert w.save_action.isEnabled() and w.run_panel.save_button.isEnabled()
-    w.save_action.trigger()
+    assert w.run_view.save_action.isEnabled() and w.run_panel.save_button.isEnabled()
+    w.run_view.save_action.trigger()
     assert target.is_file() and target.with_suffix(".safetensors").is_file()
     for path in (target, target.with_suffix(".safetensors")):
         reloaded = load_model(path)
@@ -63,19 +65,19 @@ def test_a_short_demo_run_plots_each_epoch_drops_asr_and_saves_a_loadable_model(
 def test_run_again_with_the_papers_ratios_keeps_the_previous_curves(qtbot, window):
     w = window
     open_demo_for_test(qtbot, w, epochs=1)
-    with qtbot.waitSignal(w.run_finished, timeout=RUN_TIMEOUT):
+    with qtbot.waitSignal(w.run_view.run_finished, timeout=RUN_TIMEOUT):
         assert w.start_run()
-    qtbot.waitUntil(lambda: not w.runner.is_running, timeout=10_000)
-    first_asr = w.epochs_plot.asr_values()
-    with qtbot.waitSignal(w.run_finished, timeout=RUN_TIMEOUT):
+    qtbot.waitUntil(lambda: not w.run_view.runner.is_running, timeout=10_000)
+    first_asr = w.run_view.epochs_plot.asr_values()
+    with qtbot.waitSignal(w.run_view.run_finished, timeout=RUN_TIMEOUT):
         w.run_panel.run_again_button.click()
         assert w.reinit_panel.preset() == "paper"
-    qtbot.waitUntil(lambda: not w.runner.is_running, timeout=10_000)
-    assert w.last_config.preset == "paper"
-    ref_x, ref_y = w.epochs_plot.reference_data["asr"]
+    qtbot.waitUntil(lambda: not w.run_view.runner.is_running, timeout=10_000)
+    assert w.run_view.last_config.preset == "paper"
+    ref_x, ref_y = w.run_view.epochs_plot.reference_data["asr"]
     assert list(ref_y) == first_asr  # the strong run's ASR stays as a faded reference
-    assert len(w.epochs_plot.reference_curves) == 2
-    assert "Previous: Strong run" in w.summary.text()
+    assert len(w.run_view.epochs_plot.reference_curves) == 2
+    assert "Previous: Strong run" in w.run_view.summary.text()
     assert not w.run_panel.run_again_button.isVisible()  # the paper run is the comparison itself
 
 
@@ -100,22 +102,22 @@ def test_stop_mid_run_ends_within_a_batch_and_keeps_the_run_folder(qtbot, window
     w = window
     open_demo_for_test(qtbot, w, epochs=200, batch=8)
     jobs: list[SpyJob] = []
-    w.job_factory = lambda cfg, model: jobs.append(SpyJob(cfg, model=model)) or jobs[-1]
+    w.run_view.job_factory = lambda cfg, model: jobs.append(SpyJob(cfg, model=model, step_rate=0)) or jobs[-1]
     steps = []
-    w.runner.step.connect(lambda e: steps.append(e.step))
+    w.run_view.runner.event.connect(lambda e: isinstance(e, Step) and steps.append(e.step))
     assert w.start_run()
     qtbot.waitUntil(lambda: len(steps) >= 2, timeout=RUN_TIMEOUT)
 
     # Pause / Resume toggles on the same button.
     w.run_panel.pause_button.click()
-    assert w.runner.is_paused and w.run_panel.pause_button.text() == "Resume"
+    assert w.run_view.runner.is_paused and w.run_panel.pause_button.text() == "Resume"
     w.run_panel.pause_button.click()
-    assert not w.runner.is_paused and w.run_panel.pause_button.text() == "Pause"
+    assert not w.run_view.runner.is_paused and w.run_panel.pause_button.text() == "Pause"
 
-    with qtbot.waitSignal(w.run_finished, timeout=30_000) as finished:
+    with qtbot.waitSignal(w.run_view.run_finished, timeout=30_000) as finished:
         w.run_panel.stop_button.click()
         assert not w.run_panel.stop_button.isEnabled()  # no second stop while the first is under way
-    qtbot.waitUntil(lambda: not w.runner.is_running, timeout=10_000)
+    qtbot.waitUntil(lambda: not w.run_view.runner.is_running, timeout=10_000)
     event = finished.args[0]
     assert event.cancelled
     job = jobs[0]
@@ -126,8 +128,8 @@ def test_stop_mid_run_ends_within_a_batch_and_keeps_the_run_folder(qtbot, window
     assert summary["cancelled"] is True and summary["epochs_completed"] < 200
     for name in ("config.json", "cleansed.pt", "cleansed.safetensors", "cleansed.json"):
         assert (run / name).is_file(), name
-    assert "Stopped" in w.summary.text()
-    assert w.save_action.isEnabled()  # a stopped run still has a model to save
+    assert "Stopped" in w.run_view.summary.text()
+    assert w.run_view.save_action.isEnabled()  # a stopped run still has a model to save
     assert not w.run_panel.run_again_button.isVisible()  # offered after a completed demo run only
 
 
@@ -135,18 +137,18 @@ def test_closing_the_window_mid_run_asks_then_stops_and_joins_the_thread(qtbot, 
     w = window
     open_demo_for_test(qtbot, w, epochs=200, batch=8)
     run_dirs = []
-    w.runner.started.connect(lambda e: run_dirs.append(e.run_dir))
+    w.run_view.runner.event.connect(lambda e: isinstance(e, Started) and run_dirs.append(e.run_dir))
     assert w.start_run()
-    qtbot.waitUntil(lambda: bool(run_dirs) and len(w.loss_plot.raw_values()) >= 1, timeout=RUN_TIMEOUT)
+    qtbot.waitUntil(lambda: bool(run_dirs) and len(w.run_view.loss_plot.raw_values()) >= 1, timeout=RUN_TIMEOUT)
 
     messages.answer = False  # "No": the run goes on
     assert not w.close()
-    assert w.runner.is_running and w.isVisible()
+    assert w.run_view.runner.is_running and w.isVisible()
 
     messages.answer = True
     assert w.close()
     assert messages.kinds().count("question") == 2
-    assert not w.runner.is_running
+    assert not w.run_view.runner.is_running
     assert live_threads() == []
     summary = json.loads((Path(run_dirs[0]) / "summary.json").read_text())
     assert summary["cancelled"] is True
@@ -159,11 +161,12 @@ class FailingJob:
         self.kind = kind
 
     def events(self):
-        yield Log("loading")
-        yield Failed({"memory": "the device ran out of memory at batch size 256; lower the batch size",
+        yield Log(message="loading")
+        yield Failed(message={"memory": "the device ran out of memory at batch size 256; lower the batch size",
                       "disk": "the disk is full: could not write cleansed.pt",
                       "internal": "unexpected error: ZeroDivisionError: division by zero"}[self.kind],
-                     self.kind, "Traceback (most recent call last):\n  File \"job.py\", line 1\nZeroDivisionError")
+                     kind=self.kind,
+                     detail="Traceback (most recent call last):\n  File \"job.py\", line 1\nZeroDivisionError")
 
     def pause(self): ...
     def resume(self): ...
@@ -175,14 +178,14 @@ class FailingJob:
 def test_failed_events_show_a_specific_dialog_and_the_detail_in_the_log(qtbot, window, messages, kind, title):
     w = window
     open_demo_for_test(qtbot, w)
-    w.job_factory = lambda cfg, model: FailingJob(kind)
-    with qtbot.waitSignal(w.run_failed, timeout=10_000):
+    w.run_view.job_factory = lambda cfg, model: FailingJob(kind)
+    with qtbot.waitSignal(w.run_view.run_failed, timeout=10_000):
         assert w.start_run()
-    qtbot.waitUntil(lambda: not w.runner.is_running, timeout=10_000)
+    qtbot.waitUntil(lambda: not w.run_view.runner.is_running, timeout=10_000)
     assert title in messages.titles()
     assert any("Traceback" in line for line in w.log_pane.lines())
     assert w.run_panel.start_button.isEnabled()  # the app stays usable
-    assert "failed" in w.summary.text()
+    assert "failed" in w.run_view.summary.text()
 
 
 def test_a_class_beyond_the_model_reported_by_the_engine_is_an_input_dialog(qtbot, window, messages, tmp_path):
@@ -196,9 +199,9 @@ def test_a_class_beyond_the_model_reported_by_the_engine_is_an_input_dialog(qtbo
     w.data_panel.clean.set_path(clean)
     qtbot.waitUntil(lambda: not w.data_panel.is_checking() and not w.missing_inputs(), timeout=20_000)
     (clean / "0").rename(clean / "12")  # now class 12, for a 10-class model
-    with qtbot.waitSignal(w.run_failed, timeout=RUN_TIMEOUT) as failed:
+    with qtbot.waitSignal(w.run_view.run_failed, timeout=RUN_TIMEOUT) as failed:
         assert w.start_run()
-    qtbot.waitUntil(lambda: not w.runner.is_running, timeout=10_000)
+    qtbot.waitUntil(lambda: not w.run_view.runner.is_running, timeout=10_000)
     assert failed.args[0].kind == "input"
     assert "Cannot run with these inputs" in messages.titles()
     assert "beyond the model's 10 classes" in messages.texts()
@@ -237,14 +240,14 @@ def test_the_event_loop_stays_responsive_while_a_cpu_run_trains(qtbot, window, c
     timer = QTimer()
     timer.setInterval(10)
     timer.timeout.connect(tick)
-    w.runner.step.connect(on_step)
+    w.run_view.runner.event.connect(lambda e: isinstance(e, Step) and on_step(e))
     clock.start()
     timer.start()
-    with qtbot.waitSignal(w.runner.finished, timeout=RUN_TIMEOUT):
+    with qtbot.waitSignal(w.run_view.run_finished, timeout=RUN_TIMEOUT):
         assert w.start_run()
-        w.runner.finished.connect(lambda _e: state.update(measuring=False))
+        w.run_view.run_finished.connect(lambda _e: state.update(measuring=False))
     timer.stop()
-    qtbot.waitUntil(lambda: not w.runner.is_running, timeout=10_000)
+    qtbot.waitUntil(lambda: not w.run_view.runner.is_running, timeout=10_000)
     assert len(gaps) > 20, "the run was too short to measure"
     worst, queued = max(gaps)
     blocked = max(g - q for g, q in gaps)  # what the process itself cost the event loop

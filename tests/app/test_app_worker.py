@@ -6,6 +6,14 @@ import threading
 
 from bcu_gui.app.worker import JobRunner, live_threads, run_task
 from bcu_gui.core.events import EpochEnd, Failed, Finished, Log, Started, Step
+from bcu_gui.core.summary import ReinitRecord, RunSummary, Scores
+
+
+def fake_summary(cancelled: bool = False, run_dir: str = "/tmp/x") -> RunSummary:
+    return RunSummary(teacher=Scores(acc=0.9, asr=1.0), cleansed=Scores(acc=0.8, asr=0.1, epoch=1), best=None,
+                      kept="last", preset="strong", epochs=1, epochs_completed=1, steps=2, cancelled=cancelled,
+                      seconds=0.1, images_per_second=40.0, device="cpu",
+                      reinit=ReinitRecord(ratios={}, counts={}, totals={}, seed=0), model_files=(), run_dir=run_dir)
 
 
 class ScriptedJob:
@@ -15,16 +23,18 @@ class ScriptedJob:
         self.gate, self.explode, self.cancelled = gate, explode, False
 
     def events(self):
-        yield Log("hello", "warning")
-        yield Started(1, 2, 4, "cpu", 0.9, 1.0, {}, {}, "/tmp/x")
-        yield Step(0, 1, 2, 0.5, 0.01, 1.0)
+        yield Log(message="hello", level="warning")
+        yield Started(epochs=1, steps_per_epoch=2, images=4, device="cpu", teacher_acc=0.9, teacher_asr=1.0,
+                      reinit_counts={}, reinit_totals={}, run_dir="/tmp/x")
+        yield Step(epoch=0, step=1, total_steps=2, loss=0.5, lr=0.01, temperature=1.0, losses=(0.5,))
         if self.gate is not None:
             self.gate.wait(10)
         if self.explode:
             raise ZeroDivisionError("boom")
-        yield Step(0, 2, 2, 0.4, 0.01, 1.0)
-        yield EpochEnd(1, 1, 0.45, 0.8, 0.1, 0.8, 0.01, 1.0, 0.1, 0.1)
-        yield Finished({}, "/tmp/x", self.cancelled)
+        yield Step(epoch=0, step=2, total_steps=2, loss=0.4, lr=0.01, temperature=1.0, losses=(0.4,))
+        yield EpochEnd(epoch=1, epochs=1, loss=0.45, acc=0.8, asr=0.1, agreement=0.8, lr=0.01, temperature=1.0,
+                       seconds=0.1, elapsed=0.1)
+        yield Finished(summary=fake_summary(self.cancelled))
 
     def pause(self): ...
     def resume(self): ...
@@ -38,37 +48,34 @@ class ScriptedJob:
 def test_the_runner_relays_every_event_in_order_and_joins_its_thread(qtbot):
     runner = JobRunner()
     seen = []
-    for name in ("started", "step", "epoch", "finished", "failed"):
-        getattr(runner, name).connect(lambda e, n=name: seen.append((n, e)))
-    runner.log.connect(lambda m, level: seen.append(("log", (m, level))))
+    runner.event.connect(seen.append)
     gate = threading.Event()
     with qtbot.waitSignal(runner.running_changed, timeout=10_000, check_params_cb=lambda r: r is False):
         runner.start(ScriptedJob(gate))
-        qtbot.waitUntil(lambda: any(n == "step" for n, _ in seen), timeout=10_000)
+        qtbot.waitUntil(lambda: any(isinstance(e, Step) for e in seen), timeout=10_000)
         assert runner.is_running and len(live_threads()) == 1  # the registry sees the live thread
         gate.set()
-    assert [n for n, _ in seen] == ["log", "started", "step", "step", "epoch", "finished"]
-    assert seen[0][1] == ("hello", "warning")
+    assert [type(e) for e in seen] == [Log, Started, Step, Step, EpochEnd, Finished]
+    assert seen[0] == Log(message="hello", level="warning")
     assert not runner.is_running and live_threads() == []
 
 
 def test_stop_and_wait_ends_a_blocked_job_and_relays_nothing_more(qtbot):
     runner = JobRunner()
     finished = []
-    runner.finished.connect(finished.append)
     steps = []
-    runner.step.connect(steps.append)
+    runner.event.connect(lambda e: (steps if isinstance(e, Step) else finished).append(e))
     runner.start(ScriptedJob(threading.Event()))
     qtbot.waitUntil(lambda: bool(steps), timeout=10_000)
     assert runner.stop_and_wait(10_000)
     assert not runner.is_running and live_threads() == []
     qtbot.wait(50)
-    assert finished == []  # quiet: the closing window hears nothing after it asked to stop
+    assert not any(isinstance(e, Finished) for e in finished)  # quiet: nothing heard after asking to stop
 
 
 def test_an_exception_escaping_a_job_becomes_an_internal_failure(qtbot):
     runner = JobRunner()
-    with qtbot.waitSignal(runner.failed, timeout=10_000) as failed:
+    with qtbot.waitSignal(runner.event, timeout=10_000, check_params_cb=lambda e: isinstance(e, Failed)) as failed:
         runner.start(ScriptedJob(explode=True))
     qtbot.waitUntil(lambda: not runner.is_running, timeout=10_000)
     event = failed.args[0]

@@ -95,3 +95,15 @@ def test_ctrl_c_stops_cleanly_exits_130_and_keeps_the_run(tiny_checkpoint, unlab
     summary = json.loads((run / "summary.json").read_text())
     assert summary["cancelled"] is True and summary["epochs_completed"] >= 1
     assert (run / "cleansed.pt").exists() and "Traceback" not in err
+
+
+def test_cleanse_console_summary_says_what_it_kept_and_the_speed(tiny_checkpoint, unlabeled, tmp_path, capsys):
+    code = main(["cleanse", str(tiny_checkpoint), "--unlabeled", str(unlabeled), "--epochs", "2",
+                 "--batch-size", "8", "--device", "cpu", "--out", str(tmp_path / "run")])
+    assert code == 0
+    captured = capsys.readouterr()
+    done = next(line for line in captured.out.splitlines() if line.startswith("done in "))
+    assert "kept the last epoch (2)" in done and "None" not in done
+    assert float(done.split("(")[1].split(" images/s")[0]) > 0
+    assert "teacher   ACC    n/a  ASR    n/a" in captured.out  # no labelled folders: said, not None
+    assert captured.err.count("model: resnet18_cifar") == 1  # the model is described once

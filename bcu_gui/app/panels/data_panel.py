@@ -204,6 +204,13 @@ class DataPanel(QGroupBox):
         value = self.target_spin.value()
         return None if value < 0 else value
 
+    def config_fields(self) -> dict:
+        """The CleanseConfig fields this panel stands for (the target class only with a triggered folder)."""
+        triggered = self.triggered_path()
+        return {"unlabeled": self.unlabeled_path() or "", "eval_clean": self.clean_path(),
+                "eval_poisoned": triggered, "target_class": self.target_class() if triggered else None,
+                "use_bundled_eval": self.use_bundled()}
+
     def state(self, role: str) -> FolderState:
         return self._states[role]
 

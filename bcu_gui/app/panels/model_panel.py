@@ -107,6 +107,13 @@ class ModelPanel(QGroupBox):
         text = self.norm_combo.currentText().strip()
         return None if not text or text.lower() == AUTO else text
 
+    def config_fields(self) -> dict:
+        """The CleanseConfig fields this panel stands for (the checkpoint and what overrides its detection)."""
+        if self.model is None:
+            raise RuntimeError("no model loaded")
+        return {"checkpoint": str(self.model.path), "arch": self.arch_override(), "input_size": self.size_override(),
+                "normalize": self.norm_override(), "trust_checkpoint": self.trusted}
+
     def reset_overrides(self) -> None:
         self.arch_combo.setCurrentIndex(0)
         self.size_spin.setValue(0)

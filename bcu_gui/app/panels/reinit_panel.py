@@ -1,7 +1,8 @@
 """How much of the teacher the student forgets: one ratio per layer group, as the engine groups the model.
 
 The rows come from ``core.groups.layer_groups`` (six for a ResNet: stem, layer1..4, head; whatever the
-grouping gives for other models), top (input) to bottom (head). A slider and an exact spin box stay in sync;
+grouping gives for other models), top (input) to bottom (head). Each ratio is a superqt labelled slider: a slider and an editable exact value in
+one widget, kept in sync by superqt (no hand-written slider/box pair);
 each row shows its weight count and how many weights its ratio re-initialises, and a total line sums it up.
 Touching any value turns the preset into Custom, so the combo always tells the truth about the ratios.
 """
@@ -10,14 +11,15 @@ from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QFont
-from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFormLayout, QGridLayout, QGroupBox, QLabel,
-                               QSlider, QSpinBox, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import QComboBox, QFormLayout, QGridLayout, QGroupBox, QLabel, QSpinBox, QVBoxLayout, QWidget
+from superqt import QLabeledDoubleSlider
 
-from ...core.groups import PRESET_HELP, PRESET_NAMES, LayerGroup, layer_groups, preset_ratios, resolve_ratios
+from ...core.groups import (CUSTOM_PRESET, PRESET_HELP, PRESET_NAMES, LayerGroup, layer_groups, preset_ratios,
+                            resolve_ratios)
 from ...core.errors import BcuError
 
-CUSTOM = "custom"
-SLIDER_STEPS = 1000
+CUSTOM_HELP = "your own ratios: drag a slider, or click its number and type an exact value"
+CUSTOM = CUSTOM_PRESET  # the combo's Custom entry is recorded in the config under the same name
 
 
 class _GroupRow:
@@ -27,30 +29,26 @@ class _GroupRow:
         self.group = group
         self.name = QLabel(group.name)
         self.name.setToolTip(f"{len(group.params)} parameter tensors, from {group.params[0]} to {group.params[-1]}")
-        self.slider = QSlider(Qt.Orientation.Horizontal)
-        self.slider.setRange(0, SLIDER_STEPS)
-        self.slider.setMinimumWidth(70)
-        self.spin = QDoubleSpinBox()
-        self.spin.setRange(0.0, 1.0)
-        self.spin.setDecimals(3)
-        self.spin.setSingleStep(0.01)
-        self.spin.setKeyboardTracking(False)
+        self.slider = QLabeledDoubleSlider(Qt.Orientation.Horizontal)
+        self.slider.setRange(0.0, 1.0)
+        self.slider.setDecimals(3)
+        self.slider.setSingleStep(0.01)
+        self.slider.setMinimumWidth(150)
+        self.slider.setToolTip(f"Share of {group.name}'s weights to re-initialise: drag, or click the number and "
+                               "type an exact value")
         self.weights = QLabel(f"{group.weight_count:,}")
         self.weights.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         self.reinit = QLabel()
         self.reinit.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
 
     def set_ratio(self, ratio: float) -> None:
-        for w in (self.slider, self.spin):
-            w.blockSignals(True)
-        self.spin.setValue(ratio)
-        self.slider.setValue(round(ratio * SLIDER_STEPS))
-        for w in (self.slider, self.spin):
-            w.blockSignals(False)
-        self.reinit.setText(f"{self.group.reinit_estimate(self.spin.value()):,}")
+        self.slider.blockSignals(True)
+        self.slider.setValue(ratio)
+        self.slider.blockSignals(False)
+        self.reinit.setText(f"{self.group.reinit_estimate(self.ratio()):,}")
 
     def ratio(self) -> float:
-        return float(self.spin.value())
+        return round(float(self.slider.value()), 3)
 
 
 class ReinitPanel(QGroupBox):
@@ -69,7 +67,7 @@ class ReinitPanel(QGroupBox):
             self.preset_combo.setItemData(self.preset_combo.count() - 1, PRESET_HELP[key],
                                           Qt.ItemDataRole.ToolTipRole)
         self.preset_combo.addItem("Custom", CUSTOM)
-        self.preset_combo.setItemData(self.preset_combo.count() - 1, "your own ratios, set with the sliders",
+        self.preset_combo.setItemData(self.preset_combo.count() - 1, CUSTOM_HELP,
                                       Qt.ItemDataRole.ToolTipRole)
         self.preset_combo.currentIndexChanged.connect(self._on_preset_chosen)
         self.preset_help = QLabel()
@@ -119,7 +117,6 @@ class ReinitPanel(QGroupBox):
         if groups:
             for col, (text, align) in enumerate((("group", Qt.AlignmentFlag.AlignLeft),
                                                  ("ratio", Qt.AlignmentFlag.AlignLeft),
-                                                 ("", Qt.AlignmentFlag.AlignLeft),
                                                  ("weights", Qt.AlignmentFlag.AlignRight),
                                                  ("reset", Qt.AlignmentFlag.AlignRight))):
                 header = QLabel(f"<span style='color:gray'>{text}</span>")
@@ -127,13 +124,11 @@ class ReinitPanel(QGroupBox):
                 self.grid.addWidget(header, 0, col)
         for i, group in enumerate(groups, start=1):
             row = _GroupRow(group)
-            row.slider.valueChanged.connect(lambda v, r=row: self._on_slider(r, v))
-            row.spin.valueChanged.connect(lambda v, r=row: self._on_spin(r, v))
+            row.slider.valueChanged.connect(lambda _v, r=row: self._user_edit(r))
             self.grid.addWidget(row.name, i, 0)
             self.grid.addWidget(row.slider, i, 1)
-            self.grid.addWidget(row.spin, i, 2)
-            self.grid.addWidget(row.weights, i, 3)
-            self.grid.addWidget(row.reinit, i, 4)
+            self.grid.addWidget(row.weights, i, 2)
+            self.grid.addWidget(row.reinit, i, 3)
             self.rows.append(row)
         self.grid.setColumnStretch(1, 1)
         preset = self.preset()
@@ -168,15 +163,19 @@ class ReinitPanel(QGroupBox):
         """Set one group's ratio as the user would (switches the preset to Custom)."""
         for row in self.rows:
             if row.group.name == group:
-                row.spin.setValue(value)
+                row.slider.setValue(value)
                 return
         raise KeyError(group)
 
     def config_fields(self) -> dict:
-        """``preset`` and ``ratios`` for CleanseConfig: a named preset, or 'none' plus every ratio when Custom."""
+        """``preset``, ``ratios`` and ``seed`` for CleanseConfig: a named preset, or 'custom' with every ratio."""
         if self.preset() == CUSTOM:
-            return {"preset": "none", "ratios": self.ratios()}
-        return {"preset": self.preset(), "ratios": {}}
+            return {"preset": CUSTOM_PRESET, "ratios": self.ratios(), "seed": self.seed_spin.value()}
+        return {"preset": self.preset(), "ratios": {}, "seed": self.seed_spin.value()}
+
+    def preset_label(self) -> str:
+        """The preset as the combo shows it ('Strong', 'Custom')."""
+        return self.preset_combo.currentText()
 
     def problem(self) -> str | None:
         """Why these ratios cannot run, or None (the engine's own validation, so both faces agree)."""
@@ -204,18 +203,6 @@ class ReinitPanel(QGroupBox):
         self._update_total()
         self.changed.emit()
 
-    def _on_slider(self, row: _GroupRow, value: int) -> None:
-        row.spin.blockSignals(True)
-        row.spin.setValue(value / SLIDER_STEPS)
-        row.spin.blockSignals(False)
-        self._user_edit(row)
-
-    def _on_spin(self, row: _GroupRow, value: float) -> None:
-        row.slider.blockSignals(True)
-        row.slider.setValue(round(value * SLIDER_STEPS))
-        row.slider.blockSignals(False)
-        self._user_edit(row)
-
     def _user_edit(self, row: _GroupRow) -> None:
         row.reinit.setText(f"{row.group.reinit_estimate(row.ratio()):,}")
         if self.preset() != CUSTOM:
@@ -228,7 +215,7 @@ class ReinitPanel(QGroupBox):
 
     def _update_help(self) -> None:
         key = self.preset()
-        text = PRESET_HELP.get(key, "your own ratios, set with the sliders or the boxes")
+        text = PRESET_HELP.get(key, CUSTOM_HELP)
         self.preset_help.setText(text[0].upper() + text[1:] + ".")
         self.preset_combo.setToolTip(text)
 

@@ -1,6 +1,8 @@
 """Run controls (Start, Pause/Resume, Stop, Save), progress with time left, and the result summary.
 
-The panel only displays and emits intentions; the window decides what they mean and talks to the runner.
+The panel sits in a fixed bar under the scrolling form, so the actions and the progress are always in view.
+Its buttons show the run view's actions (``QAction`` with keyboard shortcuts, also in the Run menu): the
+panel only displays; the run view decides what the actions do and when they are enabled.
 """
 
 from __future__ import annotations
@@ -9,14 +11,13 @@ import html
 import time
 
 from PySide6.QtCore import Qt, QUrl, Signal
-from PySide6.QtWidgets import (QGroupBox, QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout,
-                               QWidget)
+from PySide6.QtGui import QAction
+from PySide6.QtWidgets import (QGroupBox, QHBoxLayout, QLabel, QProgressBar, QPushButton, QSizePolicy,
+                               QToolButton, QVBoxLayout, QWidget)
 
+from ...common import pct
 from ...core.events import EpochEnd, Started, Step
-
-
-def pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{value * 100:.1f}%"
+from ...core.summary import RunSummary
 
 
 def duration(seconds: float) -> str:
@@ -26,26 +27,28 @@ def duration(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
-class RunPanel(QGroupBox):
-    """Start / Pause / Stop, the line saying what is missing, the progress bar and Save."""
+def _action_button(action: QAction, bold: bool = False) -> QToolButton:
+    button = QToolButton()
+    button.setDefaultAction(action)
+    button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+    button.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+    button.setMinimumHeight(30)
+    if bold:
+        button.setStyleSheet("QToolButton:enabled { font-weight: bold; }")
+    return button
 
-    start_clicked = Signal()
-    pause_clicked = Signal()
-    stop_clicked = Signal()
-    save_clicked = Signal()
+
+class RunPanel(QGroupBox):
+    """The action buttons, the line saying what is missing, the progress bar and the after-run buttons."""
+
     run_again_clicked = Signal()
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, start: QAction, pause: QAction, stop: QAction, save: QAction,
+                 parent: QWidget | None = None) -> None:
         super().__init__("5 · Run", parent)
-        self.start_button = QPushButton("Start cleansing")
-        self.start_button.setDefault(True)
-        self.start_button.setStyleSheet("QPushButton:enabled { font-weight: bold; }")
-        self.pause_button = QPushButton("Pause")
-        self.stop_button = QPushButton("Stop")
-        self.stop_button.setToolTip("Stop after the current batch; the run folder and the model so far are kept")
-        self.start_button.clicked.connect(self.start_clicked)
-        self.pause_button.clicked.connect(self.pause_clicked)
-        self.stop_button.clicked.connect(self.stop_clicked)
+        self.start_button = _action_button(start, bold=True)
+        self.pause_button = _action_button(pause)
+        self.stop_button = _action_button(stop)
         buttons = QHBoxLayout()
         buttons.addWidget(self.start_button, 2)
         buttons.addWidget(self.pause_button, 1)
@@ -60,10 +63,7 @@ class RunPanel(QGroupBox):
         self.eta_label = QLabel()
         self.eta_label.setStyleSheet("color: gray;")
 
-        self.save_button = QPushButton("Save cleansed model…")
-        self.save_button.setToolTip("Save the student as a state_dict (.pt) and .safetensors, with a .json sidecar")
-        self.save_button.clicked.connect(self.save_clicked)
-        self.save_button.setEnabled(False)
+        self.save_button = _action_button(save)
         self.run_again_button = QPushButton("Run again with the paper's ratios")
         self.run_again_button.setToolTip("Same demo, Paper preset: see what the ratios change (the previous "
                                          "curves stay as faded references)")
@@ -74,76 +74,61 @@ class RunPanel(QGroupBox):
         after.addWidget(self.run_again_button)
 
         layout = QVBoxLayout(self)
+        layout.setSpacing(4)
         layout.addLayout(buttons)
         layout.addWidget(self.missing_label)
         layout.addWidget(self.progress)
         layout.addWidget(self.eta_label)
         layout.addLayout(after)
 
-        self._running = False
         self._total_steps = 0
-        self._steps_per_epoch = 1
         self._epochs = 1
         self._t0 = 0.0
         self._paused_at: float | None = None
-        self.set_running(False)
-        self.set_ready([], "")
+        self._label = ""  # the progress text without the pause note
 
     # -- state -------------------------------------------------------------------------------------------
-    def set_ready(self, missing: list[str], ready_text: str) -> None:
-        """Enable Start only with nothing missing; say plainly what is."""
-        ok = not missing
-        self.start_button.setEnabled(ok and not self._running)
-        if self._running:
-            return
-        if ok:
-            self.missing_label.setText(f"<span style='color:#1b5e20'>Ready. {html.escape(ready_text)}</span>")
-        else:
+    def show_ready(self, missing: list[str], ready_text: str) -> None:
+        """Say plainly what is missing, or that the run can start."""
+        if missing:
             self.missing_label.setText("<span style='color:#8a5300'>To start: "
                                        + html.escape("; ".join(missing)) + ".</span>")
-
-    def set_running(self, running: bool) -> None:
-        """Buttons for a run in progress (Start is re-enabled by the next ``set_ready`` once it has ended)."""
-        self._running = running
-        self.pause_button.setEnabled(running)
-        self.stop_button.setEnabled(running)
-        if running:
-            self.start_button.setEnabled(False)
-            self.run_again_button.setVisible(False)
         else:
-            self.pause_button.setText("Pause")
-            self._paused_at = None
+            self.missing_label.setText(f"<span style='color:#1b5e20'>Ready. {html.escape(ready_text)}</span>")
 
-    def set_paused(self, paused: bool) -> None:
-        self.pause_button.setText("Resume" if paused else "Pause")
+    def show_pause(self, state: str) -> None:
+        """'pausing' (asked, the batch under way finishes), 'paused' (the job confirmed) or 'running'."""
         now = time.monotonic()
-        if paused:
+        if state == "paused" and self._paused_at is None:
             self._paused_at = now
-            self.progress.setFormat(self.progress.format().split(" · paused")[0] + " · paused")
-        elif self._paused_at is not None:
+        elif state == "running" and self._paused_at is not None:
             self._t0 += now - self._paused_at  # time left ignores the pause
             self._paused_at = None
+        note = {"pausing": " · pausing after this batch…", "paused": " · paused"}.get(state, "")
+        self.progress.setFormat(self._label + note)
 
     def set_stopping(self) -> None:
-        self.stop_button.setEnabled(False)
-        self.pause_button.setEnabled(False)
-        self.progress.setFormat("stopping after this batch…")
+        self._label = "stopping after this batch; saving…"
+        self.progress.setFormat(self._label)
 
     # -- progress ----------------------------------------------------------------------------------------
     def begin(self) -> None:
-        self.set_running(True)
+        self.run_again_button.setVisible(False)
         self.missing_label.setText("Preparing: reading images, measuring the teacher, building the student…")
         self.progress.setRange(0, 0)  # busy until Started tells the total
-        self.progress.setFormat("preparing…")
+        self._label = "preparing…"
+        self.progress.setFormat(self._label)
         self.eta_label.setText("")
+        self._paused_at = None
 
     def on_started(self, event: Started) -> None:
-        self._epochs, self._steps_per_epoch = event.epochs, event.steps_per_epoch
+        self._epochs = event.epochs
         self._total_steps = event.epochs * event.steps_per_epoch
         self._t0 = time.monotonic()
         self.progress.setRange(0, self._total_steps)
         self.progress.setValue(0)
-        self.progress.setFormat(f"epoch 1/{event.epochs} · step 0/{self._total_steps}")
+        self._label = f"epoch 1/{event.epochs} · step 0/{self._total_steps}"
+        self.progress.setFormat(self._label)
         self.missing_label.setText(f"Training on {event.device}: {event.images:,} unlabelled images, "
                                    f"{event.steps_per_epoch} steps per epoch.")
 
@@ -156,19 +141,21 @@ class RunPanel(QGroupBox):
             text += f" · {duration(left)} left"
             self.eta_label.setText(f"elapsed {duration(elapsed)}; loss {event.loss:.4f}; "
                                    f"T {event.temperature:.2f}; lr {event.lr:.4g}")
-        self.progress.setFormat(text)
+        if not self._label.startswith("stopping"):
+            self._label = text
+            self.progress.setFormat(text + (" · paused" if self._paused_at is not None else ""))
 
     def on_epoch(self, event: EpochEnd) -> None:
         self.eta_label.setText(f"epoch {event.epoch}/{event.epochs}: ACC {pct(event.acc)}, ASR {pct(event.asr)}, "
                                f"agreement {pct(event.agreement)}, {event.seconds:.1f} s")
 
     def end(self, text: str) -> None:
-        """The run's last event arrived; its thread may still be winding down, so Start waits for set_running."""
-        self.pause_button.setEnabled(False)
-        self.stop_button.setEnabled(False)
+        """The run's last event arrived (its thread may still be winding down)."""
         if self.progress.maximum() == 0:
             self.progress.setRange(0, 1)
             self.progress.setValue(0)
+        self._label = text
+        self._paused_at = None
         self.progress.setFormat(text)
 
 
@@ -207,24 +194,23 @@ class SummaryBox(QGroupBox):
         self._current = ""
         self.show_text(f"Teacher (suspicious model): ACC <b>{pct(acc)}</b>, ASR <b>{pct(asr)}</b>. Training…")
 
-    def show_finished(self, summary: dict, run_dir: str, cancelled: bool, preset: str) -> None:
-        teacher = summary.get("teacher") or {}
-        final = summary.get("cleansed") or {}
-        state = (f"Stopped after {summary.get('epochs_completed', 0)} of {summary.get('epochs', '?')} epochs"
-                 if cancelled else f"Done: {summary.get('epochs_completed', 0)} epochs")
-        self._current = (f"ACC {pct(final.get('acc'))}, ASR {pct(final.get('asr'))} "
-                         f"(teacher {pct(teacher.get('acc'))} / {pct(teacher.get('asr'))}), preset {preset}")
-        url = html.escape(QUrl.fromLocalFile(run_dir).toString(), quote=True)
+    def show_finished(self, summary: RunSummary, preset: str) -> None:
+        teacher, final = summary.teacher, summary.cleansed
+        state = (f"Stopped after {summary.epochs_completed} of {summary.epochs} epochs" if summary.cancelled
+                 else f"Done: {summary.epochs_completed} epochs")
+        self._current = (f"ACC {pct(final.acc)}, ASR {pct(final.asr)} "
+                         f"(teacher {pct(teacher.acc)} / {pct(teacher.asr)}), preset {preset}")
+        url = html.escape(QUrl.fromLocalFile(summary.run_dir).toString(), quote=True)
         self.show_text(
             "<table cellspacing='0' cellpadding='2'>"
             "<tr><td></td><td><b>ACC</b></td><td><b>ASR</b></td></tr>"
-            f"<tr><td>Teacher&nbsp;</td><td>{pct(teacher.get('acc'))}&nbsp;&nbsp;</td>"
-            f"<td>{pct(teacher.get('asr'))}</td></tr>"
-            f"<tr><td>Cleansed&nbsp;</td><td><b>{pct(final.get('acc'))}</b>&nbsp;&nbsp;</td>"
-            f"<td><b>{pct(final.get('asr'))}</b></td></tr></table>"
-            f"{state} in {duration(summary.get('seconds', 0))} on {html.escape(str(summary.get('device', '')))}, "
-            f"preset {html.escape(preset)}, kept the {html.escape(str(summary.get('kept', 'last')))} epoch.<br>"
-            f"Run folder: <a href='{url}'>{html.escape(run_dir)}</a>")
+            f"<tr><td>Teacher&nbsp;</td><td>{pct(teacher.acc)}&nbsp;&nbsp;</td>"
+            f"<td>{pct(teacher.asr)}</td></tr>"
+            f"<tr><td>Cleansed&nbsp;</td><td><b>{pct(final.acc)}</b>&nbsp;&nbsp;</td>"
+            f"<td><b>{pct(final.asr)}</b></td></tr></table>"
+            f"{state} in {duration(summary.seconds)} on {html.escape(summary.device)}, "
+            f"preset {html.escape(preset)}; saved {html.escape(summary.kept_text())}.<br>"
+            f"Run folder: <a href='{url}'>{html.escape(summary.run_dir)}</a>")
 
     def show_failed(self, message: str) -> None:
         self._current = ""

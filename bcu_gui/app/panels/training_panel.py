@@ -12,7 +12,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout
                                QWidget)
 
 from ...core.devices import available_devices
-from ...core.runs import default_runs_root
+from ...core.runs import default_runs_root, new_run_dir
 from ..settings import AppSettings
 from .common import FolderField
 
@@ -83,8 +83,14 @@ class TrainingPanel(QGroupBox):
         self.keep_best.setToolTip(KEEP_BEST_TIP if available else
                                   "Add a triggered folder and target class to measure ASR first")
 
+    def config_fields(self, run_label: str = "run") -> dict[str, Any]:
+        """The CleanseConfig fields this panel stands for; ``out`` is a new run folder inside the output folder."""
+        fields = self.values()
+        root = fields.pop("output_root")
+        return {**fields, "out": str(new_run_dir(root, run_label))}
+
     def values(self) -> dict[str, Any]:
-        """CleanseConfig fields (``out`` is the parent folder: the window makes the run folder inside it)."""
+        """What the widgets show (``output_root``: the folder the runs' own folders go into)."""
         return {
             "epochs": self.epochs_spin.value(),
             "batch_size": self.batch_spin.value(),

@@ -1,0 +1,109 @@
+"""The one typed record of a finished (or stopped) run: what the console, the app, smoke mode and
+``summary.json`` all read.
+
+Before this record existed, four consumers spelled the same string keys of a dict and each guessed what a
+missing one meant. ``RunSummary`` is frozen, ``to_dict`` is exactly what ``summary.json`` holds, and
+``from_dict`` reads it back (a run library or a report can list old runs without re-running them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Kept = Literal["last", "best"]
+
+
+@dataclass(frozen=True)
+class Scores:
+    """What one model scored, and at which point of the run it was measured.
+
+    ``epoch`` counts completed epochs; ``partial`` marks a student measured in the middle of an epoch (a
+    stopped run saves the student as it was, and is measured as saved).
+    """
+
+    acc: float | None
+    asr: float | None
+    agreement: float | None = None
+    epoch: int = 0
+    loss: float | None = None
+    partial: bool = False
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> "Scores | None":
+        if data is None:
+            return None
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass(frozen=True)
+class ReinitRecord:
+    """The student's re-initialisation as the seeded masks drew it."""
+
+    ratios: dict[str, float]
+    counts: dict[str, int]
+    totals: dict[str, int]
+    seed: int
+
+    @property
+    def reinitialised(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def total(self) -> int:
+        return sum(self.totals.values())
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """Teacher against the saved student, how the run went and where its files are."""
+
+    teacher: Scores
+    cleansed: Scores  # the model that was saved, measured as saved
+    best: Scores | None  # the best epoch by the keep-best rule (None without ASR)
+    kept: Kept
+    preset: str
+    epochs: int
+    epochs_completed: int
+    steps: int
+    cancelled: bool
+    seconds: float
+    images_per_second: float
+    device: str
+    reinit: ReinitRecord
+    model_files: tuple[str, ...]
+    run_dir: str
+    note: str = ""
+
+    def kept_text(self) -> str:
+        """Which student was saved, in words: 'the last epoch (40)', 'the best epoch (3)', …"""
+        c = self.cleansed
+        if self.kept == "best" and self.best is not None and not c.partial:
+            return f"the best epoch ({c.epoch})"
+        if c.partial:
+            return (f"the student as it was when stopped (after {self.steps} steps, {c.epoch} of {self.epochs} "
+                    "epochs complete)")
+        return f"the last epoch ({c.epoch})"
+
+    def to_dict(self) -> dict[str, Any]:
+        """``summary.json``: plain JSON types, with the derived re-initialisation totals spelled out."""
+        data = dataclasses.asdict(self)
+        data["model_files"] = list(self.model_files)
+        data["reinit"].update(reinitialised=self.reinit.reinitialised, total=self.reinit.total)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RunSummary":
+        """Read ``summary.json`` back; keys this version does not know are ignored (newer runs stay readable)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        reinit = dict(values["reinit"])
+        values["reinit"] = ReinitRecord(ratios=reinit["ratios"], counts=reinit["counts"],
+                                        totals=reinit["totals"], seed=reinit["seed"])
+        values["teacher"] = Scores.from_dict(values["teacher"])
+        values["cleansed"] = Scores.from_dict(values["cleansed"])
+        values["best"] = Scores.from_dict(values.get("best"))
+        values["model_files"] = tuple(values.get("model_files", ()))
+        return cls(**values)
