@@ -100,7 +100,9 @@ def run(args: argparse.Namespace, load: Callable[[argparse.Namespace], object]) 
     else:
         print(format_table(result))
         print(result.verdict_line())
-        if written:
+        if out is not None and result.candidate is None:
+            print(f"no class reached the target flip rate, so there is no trigger to save; wrote {written[0]}")
+        elif written:
             print(f"recovered trigger (class {result.candidate.target}) written to {out}: "
                   f"{', '.join(p.name for p in written)}")
     return 0
@@ -138,16 +140,16 @@ def write_trigger_pngs(out: Path, result, examples: torch.Tensor) -> list[Path]:
     from .core.scan import stamp
 
     trigger = result.candidate
-    if trigger is None:
-        return []
     out.mkdir(parents=True, exist_ok=True)
     pictures: list[tuple[str, object]] = []
-    if trigger.kind == "mask":
+    if trigger is None:  # no class reached the target flip rate: there is no trigger to show
+        pass
+    elif trigger.kind == "mask":
         pictures += [("mask.png", _to_png_array(trigger.mask)), ("pattern.png", _to_png_array(trigger.pattern))]
     else:  # show the signed perturbation around mid-grey, stretched to its own budget
         scale = max(float(trigger.pattern.abs().max()), 1e-6)
         pictures.append(("perturbation.png", _to_png_array(0.5 + trigger.pattern / (2 * scale))))
-    for i, img in enumerate(stamp(examples, trigger)):
+    for i, img in enumerate(stamp(examples, trigger) if trigger is not None else []):
         pictures.append((f"stamped_{i}.png", _to_png_array(img.float() / 255)))
     written = []
     for name, array in pictures:

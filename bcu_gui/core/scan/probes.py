@@ -177,6 +177,7 @@ class ProbeOutcome:
     sizes: tuple[float | None, ...]
     triggers: tuple[Trigger | None, ...]
     steps: int
+    forwarded: int  # stamped images sent through the model (forward and backward): the probe's work
 
 
 def run_probe(kind: str, model: nn.Module, images: torch.Tensor, labels: torch.Tensor, classes: int,
@@ -202,13 +203,14 @@ def run_probe(kind: str, model: nn.Module, images: torch.Tensor, labels: torch.T
     hit_sum = torch.zeros(classes, device=device)
     count_sum = torch.zeros(classes, device=device)
     n = len(images)
-    step = 0
+    step = forwarded = 0
     for step in range(1, settings.steps + 1):
         idx = torch.randint(0, n, (min(settings.batch_size, n),), generator=gen).to(device)
         x, y = images[idx], labels[idx]
         act = class_ids[active.to(device)]
         stamped = probe.stamp(x, act)  # [A, B, C, H, W]
         a, b = stamped.shape[:2]
+        forwarded += a * b
         inputs = normalize(stamped.reshape(a * b, *stamped.shape[2:]))
         if plan.channels_last:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
@@ -246,7 +248,7 @@ def run_probe(kind: str, model: nn.Module, images: torch.Tensor, labels: torch.T
         yield ProbeStep(step, settings.steps, int(active.sum()), tuple(best))
         if not bool(active.any()):
             break
-    yield ProbeOutcome(kind, probe.ceiling, tuple(best), tuple(best_trigger), step)
+    yield ProbeOutcome(kind, probe.ceiling, tuple(best), tuple(best_trigger), step, forwarded)
 
 
 def ceiling_of(kind: str, shape: tuple[int, int, int]) -> float:

@@ -75,6 +75,7 @@ class ProbeReport:
     flips: tuple[float | None, ...]
     triggers: tuple[Trigger | None, ...] = field(repr=False)
     steps: int = 0
+    forwarded: int = 0  # stamped images through the model, forward and backward
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,8 @@ class ScanResult:
                          "perturbation": _num(c.perturbation), "perturbation_flip": _num(c.perturbation_flip)}
                         for c in self.classes],
             "probes": [{"kind": r.kind, "anomaly_index": _num(r.anomaly_index), "smallest_class": r.smallest_class,
-                        "flagged": r.flagged, "steps": r.steps} for r in self.probes],
+                        "flagged": r.flagged, "steps": r.steps, "images_forwarded": r.forwarded}
+                       for r in self.probes],
             "fit_images": self.fit_images,
             "measure_images": self.measure_images,
             "seconds": round(self.seconds, 2),
@@ -240,7 +242,7 @@ def _judge(model: nn.Module, outcomes: list[ProbeOutcome], measure: torch.Tensor
                       for t in out.triggers)
         index = stat(out.sizes, out.ceiling)
         reports.append(ProbeReport(out.kind, index, smallest(out.sizes, out.ceiling), index >= config.threshold,
-                                   out.sizes, flips, out.triggers, out.steps))
+                                   out.sizes, flips, out.triggers, out.steps, out.forwarded))
     top = max(reports, key=lambda r: r.anomaly_index)
     by_kind = {r.kind: r for r in reports}
     rows = []
