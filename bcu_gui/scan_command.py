@@ -120,8 +120,9 @@ def format_table(result) -> str:
         pert = None if c.perturbation is None else c.perturbation * 255
         lines.append(f"{c.cls:5d} {_fmt(c.mask_l1, '9.1f')} {_fmt(c.mask_flip, '6.0%')} "
                      f"{_fmt(pert, '9.1f')} {_fmt(c.perturbation_flip, '6.0%')}{mark}")
-    indices = ", ".join(f"{r.kind} {r.anomaly_index:.2f}" for r in result.probes)
-    lines.append(f"anomaly index ({result.statistic}; threshold {result.threshold:g}): {indices}")
+    indices = ", ".join(f"{r.kind} {r.anomaly_index:.2f} (threshold {r.threshold:g}, class {r.smallest_class})"
+                        for r in result.probes)
+    lines.append(f"anomaly index ({result.statistic.replace('_', ' ')}): {indices}")
     return "\n".join(lines)
 
 

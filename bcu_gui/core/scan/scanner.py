@@ -38,9 +38,15 @@ class ScanConfig:
     fit_images: int = 200  # at most this many unlabelled images fit the triggers
     measure_images: int = 200  # at most this many others measure their flip rates
     settings: ProbeSettings = field(default_factory=ProbeSettings)
-    statistic: str = "log_mad"
-    threshold: float = 3.0  # anomaly index at or above which a class is flagged
+    statistic: str = "median_ratio"
+    # anomaly index at or above which a probe flags its smallest class; per probe, because a perturbation
+    # budget varies far less from class to class than a mask norm does
+    mask_threshold: float = 2.0
+    perturbation_threshold: float = 1.5
     seed: int = 0
+
+    def threshold(self, probe: str) -> float:
+        return self.mask_threshold if probe == "mask" else self.perturbation_threshold
 
     def __post_init__(self) -> None:
         unknown = [p for p in self.probes if p not in ("mask", "perturbation")]
@@ -48,6 +54,8 @@ class ScanConfig:
             raise ConfigError(f"unknown scan probe(s) {unknown or self.probes}; use mask and/or perturbation")
         if self.statistic not in STATISTICS:
             raise ConfigError(f"unknown anomaly statistic '{self.statistic}'; use one of {', '.join(STATISTICS)}")
+        if min(self.mask_threshold, self.perturbation_threshold) <= 0:
+            raise ConfigError("anomaly thresholds must be positive")
         if self.fit_images < 2 or self.measure_images < 1:
             raise ConfigError("a scan needs at least 2 images to fit triggers and 1 to measure them")
 
@@ -69,6 +77,7 @@ class ProbeReport:
 
     kind: str
     anomaly_index: float
+    threshold: float
     smallest_class: int
     flagged: bool
     sizes: tuple[float | None, ...]
@@ -84,10 +93,11 @@ class ScanResult:
 
     verdict: str  # "backdoor" or "clean"
     suspected_class: int | None
-    anomaly_index: float  # the largest of the probes' indices
-    probe: str  # the probe with the largest index (the one that flagged, when one did)
+    anomaly_index: float  # the deciding probe's index
+    probe: str  # the deciding probe: the one that flagged (the farther past its threshold if both did), else
+    # the one nearest to its threshold
     statistic: str
-    threshold: float
+    threshold: float  # the deciding probe's threshold
     classes: tuple[ClassScore, ...]
     probes: tuple[ProbeReport, ...]
     fit_images: int
@@ -125,7 +135,8 @@ class ScanResult:
             "classes": [{"class": c.cls, "mask_l1": _num(c.mask_l1), "mask_flip": _num(c.mask_flip),
                          "perturbation": _num(c.perturbation), "perturbation_flip": _num(c.perturbation_flip)}
                         for c in self.classes],
-            "probes": [{"kind": r.kind, "anomaly_index": _num(r.anomaly_index), "smallest_class": r.smallest_class,
+            "probes": [{"kind": r.kind, "anomaly_index": _num(r.anomaly_index), "threshold": r.threshold,
+                        "smallest_class": r.smallest_class,
                         "flagged": r.flagged, "steps": r.steps, "images_forwarded": r.forwarded}
                        for r in self.probes],
             "fit_images": self.fit_images,
@@ -241,9 +252,10 @@ def _judge(model: nn.Module, outcomes: list[ProbeOutcome], measure: torch.Tensor
         flips = tuple(None if t is None else proxy_asr(model, measure, t, normalization, plan=plan)
                       for t in out.triggers)
         index = stat(out.sizes, out.ceiling)
-        reports.append(ProbeReport(out.kind, index, smallest(out.sizes, out.ceiling), index >= config.threshold,
+        threshold = config.threshold(out.kind)
+        reports.append(ProbeReport(out.kind, index, threshold, smallest(out.sizes, out.ceiling), index >= threshold,
                                    out.sizes, flips, out.triggers, out.steps, out.forwarded))
-    top = max(reports, key=lambda r: r.anomaly_index)
+    top = max(reports, key=lambda r: r.anomaly_index / r.threshold)
     by_kind = {r.kind: r for r in reports}
     rows = []
     for k in range(num_classes):
@@ -257,7 +269,7 @@ def _judge(model: nn.Module, outcomes: list[ProbeOutcome], measure: torch.Tensor
         anomaly_index=top.anomaly_index,
         probe=top.kind,
         statistic=config.statistic,
-        threshold=config.threshold,
+        threshold=top.threshold,
         classes=tuple(rows),
         probes=tuple(reports),
         fit_images=fit_count,
