@@ -150,16 +150,90 @@ def cleanse_one(cache: Path, family: str, seed: int, plan) -> dict:
     return row
 
 
+def _ratio(row: dict, probe: str) -> float:
+    return row[probe]["stats"]["median_ratio"]
+
+
+def judge(row: dict) -> tuple[str, int | None, float, str]:
+    """(verdict, suspected class, anomaly index, probe) under the scan's current defaults, from a row's sizes.
+
+    Rows keep every probe's statistics, so a change of statistic or threshold is re-judged without rescanning.
+    """
+    from bcu_gui.core.scan import ScanConfig
+
+    config = ScanConfig()
+    scored = [(row[p]["stats"][config.statistic] / config.threshold(p), p) for p in ("mask", "perturbation")]
+    score, probe = max(scored)
+    index = row[probe]["stats"][config.statistic]
+    flagged = score >= 1.0
+    return ("backdoor" if flagged else "clean", row[probe]["smallest_class"] if flagged else None, index, probe)
+
+
+def _verdict(row: dict) -> str:
+    verdict, cls, _, _ = judge(row)
+    return verdict if cls is None else f"{verdict} {cls}"
+
+
+def report(paths: list[Path]) -> None:
+    """Print the README's tables from the JSON rows of the scan and cleanse stages (teacher rows deduplicated),
+    judged with the scan's current statistic and thresholds."""
+    teachers: dict[tuple[str, int], dict] = {}
+    cleansed: list[dict] = []
+    for path in paths:
+        for line in path.read_text().splitlines():
+            row = json.loads(line)
+            if row.get("model") == "cleansed":
+                cleansed.append(row)
+                teachers.setdefault((row["family"], row["seed"]), {**row["before"], "family": row["family"],
+                                                                    "seed": row["seed"]})
+            else:
+                teachers.setdefault((row["family"], row["seed"]), row)
+    print("| model | seed | mask: smallest class, ratio | perturbation: smallest class, ratio | verdict | seconds |")
+    print("|---|---|---|---|---|---|")
+    for (family, seed), row in sorted(teachers.items(), key=lambda kv: (kv[0][0] != "clean", kv[0])):
+        print(f"| {family} | {seed} | {row['mask']['smallest_class']}, {_ratio(row, 'mask'):.2f} | "
+              f"{row['perturbation']['smallest_class']}, {_ratio(row, 'perturbation'):.2f} | "
+              f"{_verdict(row)} | "
+              f"{row['seconds']:.0f} |")
+    for row in cleansed:
+        after = row["after"]
+        print(f"| {row['family']} {row['seed']}, cleansed | | {after['mask']['smallest_class']}, "
+              f"{_ratio(after, 'mask'):.2f} | {after['perturbation']['smallest_class']}, "
+              f"{_ratio(after, 'perturbation'):.2f} | {_verdict(after)} | {after['seconds']:.0f} |")
+    clean_like = [r for (f, _), r in teachers.items() if f == "clean"] + [r["after"] for r in cleansed]
+    backdoored = [r for (f, _), r in teachers.items() if f != "clean"]
+    for probe in ("mask", "perturbation"):
+        hi = max(_ratio(r, probe) for r in clean_like)
+        lo = min(_ratio(r, probe) for r in backdoored)
+        print(f"{probe}: clean and cleansed models up to {hi:.2f}; backdoored models from {lo:.2f}; "
+              f"geometric midpoint {(hi * lo) ** 0.5:.2f}")
+    print("\n| family | flags class 0? | anomaly index (probe) | rescan after cleansing | proxy ASR before -> after |"
+          " real ASR after | ACC after | scan s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for row in cleansed:
+        before = row["before"]
+        _, cls, index, probe = judge(before)
+        after_verdict = _verdict(row["after"])
+        print(f"| {row['family']} | {'yes' if cls == 0 else 'NO'} | {index:.1f} ({probe}) | {after_verdict} | "
+              f"{row['proxy_asr_before']:.2f} -> "
+              f"{row['proxy_asr_after']:.2f} | {row.get('asr_after', float('nan')):.3f} | {row['acc_after']:.3f} | "
+              f"{before['seconds']:.0f} |")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("stage", choices=("train", "scan", "cleanse"))
-    parser.add_argument("--models", nargs="+", required=True, help="family:seed, family in clean/badnets/blend/sig/wanet")
+    parser.add_argument("stage", choices=("train", "scan", "cleanse", "report"))
+    parser.add_argument("--models", nargs="+", default=[], help="family:seed, family in clean/badnets/blend/sig/wanet")
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
-    parser.add_argument("--rows", type=Path, help="append one JSON row per result to this file")
+    parser.add_argument("--rows", type=Path, nargs="+", help="append one JSON row per result to this file "
+                        "(report: the row files to read)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.stage == "report":
+        report(args.rows or [])
+        return 0
     from bcu_gui.core.devices import plan_compute
 
     plan = plan_compute(args.device)
@@ -173,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
             row = cleanse_one(args.cache, family, seed, plan)
         print(json.dumps(row), flush=True)
         if args.rows:
-            with args.rows.open("a") as fh:
+            with args.rows[0].open("a") as fh:
                 fh.write(json.dumps(row) + "\n")
     return 0
 
