@@ -251,9 +251,4 @@ def run_probe(kind: str, model: nn.Module, images: torch.Tensor, labels: torch.T
     yield ProbeOutcome(kind, probe.ceiling, tuple(best), tuple(best_trigger), step, forwarded)
 
 
-def ceiling_of(kind: str, shape: tuple[int, int, int]) -> float:
-    """The size a class gets when the probe never met the target flip rate for it."""
-    return float(shape[1] * shape[2]) if kind == "mask" else 1.0
-
-
-__all__ = ["ProbeSettings", "ProbeStep", "ProbeOutcome", "run_probe", "ceiling_of", "PROBES"]
+__all__ = ["ProbeSettings", "ProbeStep", "ProbeOutcome", "run_probe", "PROBES"]

@@ -274,7 +274,7 @@ def _judge(model: nn.Module, outcomes: list[ProbeOutcome], measure: torch.Tensor
         probes=tuple(reports),
         fit_images=fit_count,
         measure_images=len(measure),
-        seconds=seconds + 0.0,
+        seconds=seconds,
         device=plan.describe(),
     )
 

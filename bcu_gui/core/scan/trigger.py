@@ -12,6 +12,7 @@ input size. Two kinds exist, one per probe of the scan:
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -95,16 +96,10 @@ def proxy_asr(model: nn.Module, images: torch.Tensor, trigger: Trigger, normaliz
         x = to_model_input(both, mean, std)
         if plan is not None and plan.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with plan.autocast() if plan is not None else _null():
+        with plan.autocast() if plan is not None else contextlib.nullcontext():
             preds = model(x).argmax(1)
         clean, stamped = preds[:len(batch)], preds[len(batch):]
         keep = clean != target
         counted += int(keep.sum())
         hits += int((stamped[keep] == target).sum())
     return hits / counted if counted else None
-
-
-def _null():
-    import contextlib
-
-    return contextlib.nullcontext()
