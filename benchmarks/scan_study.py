@@ -200,12 +200,14 @@ def report(paths: list[Path]) -> None:
         print(f"| {row['family']} {row['seed']}, cleansed | | {after['mask']['smallest_class']}, "
               f"{_ratio(after, 'mask'):.2f} | {after['perturbation']['smallest_class']}, "
               f"{_ratio(after, 'perturbation'):.2f} | {_verdict(after)} | {after['seconds']:.0f} |")
-    clean_like = [r for (f, _), r in teachers.items() if f == "clean"] + [r["after"] for r in cleansed]
+    # a student whose real ASR stayed above 10% still has its backdoor: it belongs to neither side here
+    clean_like = [r for (f, _), r in teachers.items() if f == "clean"] + [
+        r["after"] for r in cleansed if r.get("asr_after", 0.0) < 0.10]
     backdoored = [r for (f, _), r in teachers.items() if f != "clean"]
     for probe in ("mask", "perturbation"):
         hi = max(_ratio(r, probe) for r in clean_like)
         lo = min(_ratio(r, probe) for r in backdoored)
-        print(f"{probe}: clean and cleansed models up to {hi:.2f}; backdoored models from {lo:.2f}; "
+        print(f"{probe}: clean models and cleansed ones with real ASR < 10% up to {hi:.2f}; backdoored models from {lo:.2f}; "
               f"geometric midpoint {(hi * lo) ** 0.5:.2f}")
     print("\n| family | flags class 0? | anomaly index (probe) | rescan after cleansing | proxy ASR before -> after |"
           " real ASR after | ACC after | scan s |")
