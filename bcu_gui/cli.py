@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     _cleanse_args(p, demo=True)
 
     sub.add_parser("archs", help="list the architectures BCU Studio knows")
+    from .scan_command import add_parser as add_scan_parser
+
+    add_scan_parser(sub, _model_args)
     return parser
 
 
@@ -94,6 +97,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _inspect(args)
         if args.command == "evaluate":
             return _evaluate(args)
+        if args.command == "scan":
+            from .scan_command import run as run_scan_command
+
+            return run_scan_command(args, _load)
         return _cleanse(args)
     except BcuError as exc:
         print(f"bcu: error: {exc}", file=sys.stderr)

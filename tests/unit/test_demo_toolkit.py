@@ -12,7 +12,9 @@ import torch
 pytest.importorskip("sklearn")
 
 from bcu_gui.demo import DEMO_ENV_VAR, demo_dir  # noqa: E402
-from bcu_gui.demo.attacks import badnets_patch, blend, checkerboard, get_attack, noise_pattern  # noqa: E402
+from bcu_gui.demo.attacks import (  # noqa: E402
+    ATTACKS, badnets_patch, blend, checkerboard, get_attack, noise_pattern, sig_signal, wanet_grid, warp,
+)
 from bcu_gui.demo.digits import (  # noqa: E402
     CIFAR10_NORM, load_digits_rgb, natural_crops, poison, split_digits, write_image_folder,
 )
@@ -66,6 +68,43 @@ def test_blend_mixes_the_pattern():
     assert torch.equal(get_attack("blend", 32, 3)(images), out)
     with pytest.raises(ValueError):
         blend(images, noise_pattern(16))
+
+
+def test_sig_adds_a_horizontal_sinusoid():
+    images = _batch(2, 100)
+    out = sig_signal(images, delta=20, frequency=6)
+    assert out is not images and torch.equal(images, _batch(2, 100))
+    expected = (100 + 20 * torch.sin(2 * torch.pi * torch.arange(32) * 6 / 32)).round().to(torch.uint8)
+    for c in range(3):
+        assert torch.equal(out[1, c, 17], expected)
+    assert torch.equal(out[:, :, 0], out[:, :, 31])  # the same on every row
+    assert sig_signal(_batch(1, 250)).max() == 255 and sig_signal(_batch(1, 3)).min() == 0  # clamped
+    assert torch.equal(get_attack("sig")(images), out)
+
+
+def test_wanet_warps_smoothly_and_is_seeded():
+    grid = wanet_grid(32, seed=0)
+    assert grid.shape == (1, 32, 32, 2) and grid.abs().max() <= 1
+    assert torch.equal(grid, wanet_grid(32, seed=0)) and not torch.equal(grid, wanet_grid(32, seed=1))
+    identity = wanet_grid(32, seed=0, strength=0.0)
+    images = torch.randint(0, 256, (2, 3, 32, 32), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    assert torch.equal(warp(images, identity), images)  # no warp, no change
+    shift_px = (grid - identity).abs().amax() * 31 / 2
+    assert 1.0 < shift_px < 8.0  # a few pixels at most: a subtle, smooth warp
+    out = warp(images, grid)
+    assert out.dtype == torch.uint8 and not torch.equal(out, images)
+    assert torch.equal(get_attack("wanet", 32, 0)(images), out)
+    assert not torch.equal(get_attack("wanet", 32, 1)(images), out)
+    with pytest.raises(ValueError):
+        warp(images, wanet_grid(16))
+
+
+def test_every_attack_is_known_by_name():
+    images = _batch(1, 90)
+    for name in ATTACKS:
+        assert get_attack(name)(images).shape == images.shape
+    with pytest.raises(ValueError, match="wanet"):
+        get_attack("trojan")
 
 
 # ---- digits and splits ------------------------------------------------------------------------------------

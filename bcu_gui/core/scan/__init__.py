@@ -1,0 +1,20 @@
+"""Scan a model for a backdoor without labels or triggered images (trigger inversion), and proxy ASR.
+
+Pure PyTorch, no Qt. The CLI's ``bcu scan`` and the app's scan view both drive :func:`scan` (a generator of
+events) or :func:`run_scan`; a cleansing job calls :func:`proxy_asr` with the teacher's recovered trigger
+after every epoch.
+"""
+
+from .anomaly import STATISTICS, mad_index, median_ratio
+from .probes import ProbeSettings
+from .scanner import (
+    ClassScore, ProbeReport, ScanCancelled, ScanConfig, ScanEvent, ScanFinished, ScanProgress, ScanResult,
+    ScanStarted, VERDICTS, run_scan, scan, split_images,
+)
+from .trigger import Trigger, proxy_asr, stamp
+
+__all__ = [
+    "ClassScore", "ProbeReport", "ProbeSettings", "ScanCancelled", "ScanConfig", "ScanEvent", "ScanFinished",
+    "ScanProgress", "ScanResult", "ScanStarted", "STATISTICS", "Trigger", "VERDICTS", "mad_index",
+    "median_ratio", "proxy_asr", "run_scan", "scan", "split_images", "stamp",
+]

@@ -1,0 +1,183 @@
+"""``bcu scan``: look for a backdoor with unlabelled images only, and save the recovered trigger as PNGs.
+
+Kept out of ``cli.py`` so the verb is one import and two lines there. Prints a per-class table and one
+verdict line (or one JSON object with ``--json``); exits 0 whatever the verdict, 2 on bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .core.errors import ConfigError
+
+EXAMPLES = 4  # stamped examples written with --out
+
+
+def add_parser(sub, model_args: Callable[[argparse.ArgumentParser], None]) -> argparse.ArgumentParser:
+    """Register ``scan`` on the CLI's sub-parsers; ``model_args`` adds the shared checkpoint options."""
+    p = sub.add_parser("scan", help="look for a backdoor without labels or triggered images (trigger inversion)")
+    model_args(p)
+    p.add_argument("--unlabeled", metavar="DIR", required=True, help="unlabelled images (about 400 suffice)")
+    p.add_argument("--out", metavar="DIR", help="write the recovered trigger here as PNGs (never overwrites)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
+    p.add_argument("--precision", default="auto", help="auto | fp32 | bf16 | fp16 (auto: bf16 where supported)")
+    p.add_argument("--limit", type=int, default=400, metavar="N", help="use at most N images (default 400)")
+    p.add_argument("--steps", type=int, default=None, metavar="N",
+                   help="optimiser steps per probe (default 300; fewer is faster and less sure)")
+    p.add_argument("--seed", type=int, default=0, help="seed for the image split and the optimisation")
+    return p
+
+
+def _out_names(trigger_kind: str) -> list[str]:
+    first = ["mask.png", "pattern.png"] if trigger_kind == "mask" else ["perturbation.png"]
+    return first + [f"stamped_{i}.png" for i in range(EXAMPLES)] + ["scan.json"]
+
+
+def _check_out(out: str | None) -> Path | None:
+    """Refuse a --out that is a file or already holds files the scan would write, before any work."""
+    if not out:
+        return None
+    path = Path(out).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"--out {path} is a file, not a folder")
+    clash = sorted({n for kind in ("mask", "perturbation") for n in _out_names(kind) if (path / n).exists()})
+    if clash:
+        raise ConfigError(f"--out {path} already holds {', '.join(clash[:3])}; choose an empty or new folder")
+    return path
+
+
+def run(args: argparse.Namespace, load: Callable[[argparse.Namespace], object]) -> int:
+    """Run the scan verb; ``load`` is the CLI's checkpoint loader (shared options, one error path)."""
+    from .core.data import load_unlabeled
+    from .core.devices import plan_compute
+    from .core.scan import ProbeSettings, ScanConfig, ScanProgress, run_scan, split_images
+
+    if args.limit < 3:
+        raise ConfigError(f"--limit must be at least 3, got {args.limit}")
+    if args.steps is not None and args.steps < 1:
+        raise ConfigError(f"--steps must be at least 1, got {args.steps}")
+    out = _check_out(args.out)
+    model = load(args)
+    images = load_unlabeled(args.unlabeled, model.input_size, limit=args.limit)
+    if images.skipped_summary():
+        print(f"bcu: warning: {images.skipped_summary()}", file=sys.stderr)
+    if len(images) < 3:
+        raise ConfigError(f"a scan needs at least 3 readable images in {args.unlabeled}, found {len(images)}")
+    plan = plan_compute(args.device, args.precision)
+    settings = ProbeSettings(seed=args.seed, **({"steps": args.steps} if args.steps else {}))
+    config = ScanConfig(settings=settings, seed=args.seed)
+    shown = [-1.0]
+
+    def progress(event) -> None:
+        if args.json or not isinstance(event, ScanProgress) or event.fraction - shown[0] < 0.1:
+            return
+        shown[0] = event.fraction
+        print(f"  {event.fraction:4.0%}  {event.probe} probe, step {event.step}/{event.steps}, "
+              f"{event.active} classes active", file=sys.stderr, flush=True)
+
+    if not args.json:
+        print(f"scanning {model.describe()}\n  on {len(images)} unlabelled images, {plan.describe()}",
+              file=sys.stderr)
+    result = run_scan(model.module, images.images, model.normalization, model.num_classes, config, plan,
+                      progress=progress)
+    written: list[Path] = []
+    if out is not None:
+        _, measure = split_images(images.images, config)
+        written = write_trigger_pngs(out, result, measure[:EXAMPLES])
+    if args.json:
+        print(json.dumps({**result.to_dict(), "checkpoint": str(model.path), "images": len(images),
+                          "written": [str(p) for p in written]}, allow_nan=False))
+    else:
+        print(format_table(result))
+        print(result.verdict_line())
+        if out is not None and result.candidate is None:
+            print(f"no class reached the target flip rate, so there is no trigger to save; wrote {written[0]}")
+        elif written:
+            print(f"recovered trigger (class {result.candidate.target}) written to {out}: "
+                  f"{', '.join(p.name for p in written)}")
+    return 0
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def format_table(result) -> str:
+    """The per-class table: mask norm and flip rate, perturbation size (of 255) and flip rate."""
+    lines = [f"{'class':>5s} {'mask L1':>9s} {'flip':>6s} {'perturb.':>9s} {'flip':>6s}"]
+    for c in result.classes:
+        mark = "  <- suspected" if c.cls == result.suspected_class else ""
+        pert = None if c.perturbation is None else c.perturbation * 255
+        lines.append(f"{c.cls:5d} {_fmt(c.mask_l1, '9.1f')} {_fmt(c.mask_flip, '6.0%')} "
+                     f"{_fmt(pert, '9.1f')} {_fmt(c.perturbation_flip, '6.0%')}{mark}")
+    indices = ", ".join(f"{r.kind} {r.anomaly_index:.2f} (threshold {r.threshold:g}, class {r.smallest_class})"
+                        for r in result.probes)
+    lines.append(f"anomaly index ({result.statistic.replace('_', ' ')}): {indices}")
+    return "\n".join(lines)
+
+
+def _to_png_array(chw: torch.Tensor):
+    """[C, H, W] float in [0, 1] -> HxW or HxWx3 uint8 array."""
+    arr = (chw.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    return arr[:, :, 0] if arr.shape[2] == 1 else arr
+
+
+def write_trigger_pngs(out: Path, result, examples: torch.Tensor) -> list[Path]:
+    """Save the most anomalous class's trigger (mask, pattern or perturbation), stamped examples and the
+    scan's JSON into ``out``. Each file appears whole (written beside, then linked in) and none replaces an
+    existing file."""
+    from PIL import Image
+
+    from .core.scan import stamp
+
+    trigger = result.candidate
+    out.mkdir(parents=True, exist_ok=True)
+    pictures: list[tuple[str, object]] = []
+    if trigger is None:  # no class reached the target flip rate: there is no trigger to show
+        pass
+    elif trigger.kind == "mask":
+        pictures += [("mask.png", _to_png_array(trigger.mask)), ("pattern.png", _to_png_array(trigger.pattern))]
+    else:  # show the signed perturbation around mid-grey, stretched to its own budget
+        scale = max(float(trigger.pattern.abs().max()), 1e-6)
+        pictures.append(("perturbation.png", _to_png_array(0.5 + trigger.pattern / (2 * scale))))
+    for i, img in enumerate(stamp(examples, trigger) if trigger is not None else []):
+        pictures.append((f"stamped_{i}.png", _to_png_array(img.float() / 255)))
+    written = []
+    for name, array in pictures:
+        written.append(_write_new(out / name, lambda tmp, a=array: Image.fromarray(a).save(tmp, format="PNG")))
+    data = json.dumps(result.to_dict(), indent=2, allow_nan=False) + "\n"
+    written.append(_write_new(out / "scan.json", lambda tmp: tmp.write_text(data, encoding="utf-8")))
+    return written
+
+
+def _write_new(target: Path, writer: Callable[[Path], None]) -> Path:
+    """Write via a temporary file in the same folder, then hard-link it in: atomic, and it fails rather
+    than replace a file that appeared meanwhile."""
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        writer(tmp)
+        os.chmod(tmp, 0o644)
+        try:
+            os.link(tmp, target)
+        except FileExistsError:
+            raise ConfigError(f"{target} appeared while the scan ran; nothing was overwritten") from None
+        except OSError:  # a file system without hard links
+            if target.exists():
+                raise ConfigError(f"{target} already exists; nothing was overwritten") from None
+            os.rename(tmp, target)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    return target
