@@ -286,7 +286,8 @@ class CleanseJob:
         assert state.teacher is not None
         yield Started(epochs=state.epochs, steps_per_epoch=state.steps_per_epoch, images=len(images),
                       device=plan.describe(), teacher_acc=state.teacher.acc, teacher_asr=state.teacher.asr,
-                      reinit_counts=report.counts, reinit_totals=report.totals, run_dir=str(run.path))
+                      reinit_counts=report.counts, reinit_totals=report.totals, run_dir=str(run.path),
+                      batch_size=state.batch_size, batch_reason=self.batch.reason if self.batch else "")
         throttle = StepThrottle(self._step_rate)
         clock = _TrainingClock(state)
         d.start()
