@@ -189,12 +189,13 @@ class EmaHook(RunHook):
 
 
 def proxy_better(metrics: dict[str, float | None], chosen: Scores | None, chosen_proxy: float | None,
-                 margin: float = PROXY_AGREEMENT_MARGIN) -> bool:
+                 margin: float | None = None) -> bool:
     """Keep-proxy rule: the lowest proxy ASR among epochs whose agreement with the teacher is >= 1 - margin.
 
     Label-free: the proxy ASR comes from a trigger scan of the unlabelled images and the agreement from the
     teacher's own predictions on them, so neither needs labels nor the attacker's trigger.
     """
+    margin = PROXY_AGREEMENT_MARGIN if margin is None else margin
     proxy, agreement = metrics.get("proxy_asr"), metrics.get("agreement")
     if proxy is None or agreement is None or agreement < 1.0 - margin:
         return False
