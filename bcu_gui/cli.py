@@ -76,8 +76,8 @@ def _cleanse_args(p: argparse.ArgumentParser, demo: bool = False) -> None:
                    help="re-initialisation ratios (default: paper; the demo uses strong)")
     p.add_argument("--ratios", help="per-group ratios on top of the preset, e.g. stem=0.01,layer4=0.27")
     p.add_argument("--epochs", type=int, default=None, help="distillation epochs (default 100)")
-    p.add_argument("--batch-size", type=int, default=None,
-                   help="batch size (default: automatic, about 10 steps an epoch, between 16 and 256)")
+    p.add_argument("--batch-size", type=_batch_size, default=None, metavar="N|auto",
+                   help="batch size (default auto: about 10 steps an epoch, between 16 and 256)")
     p.add_argument("--lr", type=float, default=None, help="SGD learning rate (default 0.01)")
     p.add_argument("--seed", type=int, default=0, help="seed for the re-initialisation masks and training")
     p.add_argument("--precision", default="auto", help="auto | fp32 | bf16 | fp16 (auto: bf16 where supported)")
@@ -103,6 +103,16 @@ def _cleanse_args(p: argparse.ArgumentParser, demo: bool = False) -> None:
                    help="per-step decay of the moving average of the student's weights (default 0.99; 0 turns "
                         "it off)")
     p.add_argument("--out", metavar="RUN_DIR", help="run folder (default: a new folder in the user data dir)")
+
+
+def _batch_size(text: str) -> int | str:
+    """``--batch-size``: a whole number, or 'auto' (chosen from the unlabelled set's size)."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number or 'auto', got '{text}'") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -230,6 +240,8 @@ def _config(args: argparse.Namespace):
             raise ConfigError(f"the end temperature ({args.temperature_end:g}) must not be below the start "
                               f"({start:g})")
         overrides["temperature_rise"] = args.temperature_end - start
+    if overrides.get("batch_size") == "auto":
+        overrides["batch_size"] = None  # explicit auto: also overrides a demo's own batch size
     if args.ema_decay is not None:
         overrides["ema_decay"] = args.ema_decay or None
     common = dict(device=args.device, seed=args.seed, precision=args.precision, keep=args.keep, out=args.out,

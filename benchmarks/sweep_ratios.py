@@ -49,6 +49,8 @@ SETTINGS: dict[str, dict] = {
     "taper": {"preset": "strong", "ratios": {"stem": 0.1, "layer1": 0.1, "layer2": 0.3, "layer3": 0.9}},
     "half-taper": {"preset": "strong", "ratios": HALF_TAPER},
     "deep": {"preset": "strong", "ratios": {"stem": 0.5, "layer1": 0.5, "layer2": 0.75}},
+    "fresh-noflip": {"preset": "strong", "flip": False},  # flips are wrong for digits
+    "half-taper-noflip": {"preset": "strong", "ratios": HALF_TAPER, "flip": False},
     "half-taper-hot": {"preset": "strong", "ratios": HALF_TAPER, "temperature_start": 3.0,
                        "temperature_rise": 1.0},  # a longer high-temperature phase: T from 3.03 to 4
     "half-taper-reinit2": {"preset": "strong", "ratios": HALF_TAPER, "reinit_at": 20},
