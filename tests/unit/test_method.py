@@ -283,3 +283,12 @@ def test_a_summary_without_the_new_fields_still_reads(tiny_checkpoint, folders, 
 
 def test_finished_is_the_last_event(tiny_checkpoint, folders, tmp_path):  # noqa: F811
     assert isinstance(_run(tiny_checkpoint, folders, tmp_path, epochs=1)[-1], Finished)
+
+
+def test_batch_size_auto_on_the_command_line_overrides_the_demos_own(capsys):
+    demo = cli_config(build_parser().parse_args(["demo", "--batch-size", "auto"]))
+    assert demo.batch_size is None
+    assert cli_config(build_parser().parse_args(["demo", "--batch-size", "32"])).batch_size == 32
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["demo", "--batch-size", "lots"])
+    assert exit_info.value.code == 2 and "whole number or 'auto'" in capsys.readouterr().err
