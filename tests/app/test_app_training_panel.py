@@ -72,3 +72,24 @@ def test_a_remembered_batch_comes_back_and_the_old_fixed_default_does_not(qtbot)
     assert q.values()["batch_size"] is None
     q.set_values({"batch_size": None})  # a config's automatic batch
     assert q.batch_spin.text() == "auto"
+
+
+def test_the_result_box_names_the_kept_student_and_shows_the_moving_average(qtbot):
+    from bcu_gui.app.panels.run_panel import SummaryBox
+    from bcu_gui.core.summary import ReinitRecord, RunSummary, Scores
+
+    box = SummaryBox()
+    qtbot.addWidget(box)
+    common = dict(teacher=Scores(acc=0.99, asr=1.0), best=None, preset="strong", epochs=3, epochs_completed=3,
+                  steps=30, cancelled=False, seconds=12.0, images_per_second=100.0, device="cpu",
+                  reinit=ReinitRecord(ratios={}, counts={}, totals={}, seed=0), model_files=(), run_dir="/tmp/r")
+    proxy = Scores(acc=0.98, asr=0.01, agreement=0.985, epoch=2)
+    box.show_finished(RunSummary(cleansed=proxy, kept="proxy", proxy=proxy, ema=Scores(acc=0.975, asr=0.02, epoch=3),
+                                 kept_reason="the lowest proxy ASR (1.5%) among epochs agreeing", **common), "Strong")
+    text = box.text()
+    assert "saved the lowest-proxy-ASR epoch (2): the lowest proxy ASR (1.5%)" in text
+    assert "moving average: 97.5% / 2.0%" in text
+    last = Scores(acc=0.98, asr=0.0, epoch=3)
+    box.show_finished(RunSummary(cleansed=last, kept="last", kept_reason="the student as the last epoch left it",
+                                 **common), "Strong")
+    assert "saved the last epoch (3)." in box.text() and "moving average" not in box.text()
