@@ -50,6 +50,7 @@ SETTINGS: dict[str, dict] = {
     "half-taper": {"preset": "strong", "ratios": HALF_TAPER},
     "deep": {"preset": "strong", "ratios": {"stem": 0.5, "layer1": 0.5, "layer2": 0.75}},
     "fresh-noflip": {"preset": "strong", "flip": False},  # flips are wrong for digits
+    "deep-noflip": {"preset": "strong", "ratios": {"stem": 0.5, "layer1": 0.5, "layer2": 0.75}, "flip": False},
     "half-taper-noflip": {"preset": "strong", "ratios": HALF_TAPER, "flip": False},
     "half-taper-hot": {"preset": "strong", "ratios": HALF_TAPER, "temperature_start": 3.0,
                        "temperature_rise": 1.0},  # a longer high-temperature phase: T from 3.03 to 4
@@ -154,10 +155,9 @@ def run_one(setting: str, family: str, seed: int, epochs: int) -> dict:
     raise SystemExit("the run ended without a summary")
 
 
-def command(row: dict, ema: bool) -> str:
-    return (f"python benchmarks/sweep_ratios.py run --settings {row['setting']} "
-            f"--models {row['family']}:{row['seed']}" + (" --epochs %d" % row["epochs"] if row["epochs"] != EPOCHS
-                                                         else "") + ("  # ema columns" if ema else ""))
+def command(row: dict) -> str:
+    epochs = f" --epochs {row['epochs']}" if row["epochs"] != EPOCHS else ""
+    return f"sweep_ratios.py run --settings {row['setting']} --models {row['family']}:{row['seed']}{epochs}"
 
 
 def meets(acc: float | None, asr: float | None, teacher_acc: float | None) -> bool:
@@ -165,29 +165,34 @@ def meets(acc: float | None, asr: float | None, teacher_acc: float | None) -> bo
             and acc >= teacher_acc - GOAL_ACC_DROP)
 
 
+def _yn(ok: bool) -> str:
+    return "**yes**" if ok else "no"
+
+
 def report(paths: list[Path]) -> None:
-    """The full table: every row twice (the last epoch, and the EMA of the same run), then a verdict per setting."""
+    """The full table (one row per run: the last epoch and the EMA of the same run), then a count per setting."""
     rows: dict[tuple, dict] = {}
     for path in paths:
         for line in path.read_text().splitlines():
             if line.strip():
                 r = json.loads(line)
                 rows[(r["setting"], r["family"], r["seed"])] = r  # a rerun replaces the earlier row
-    print("| setting | kept | family | seed | teacher ACC / ASR | ACC | ASR | goal | s | command |")
+    print("| setting | family | seed | teacher ACC / ASR | last ACC / ASR | EMA ACC / ASR | lowest ASR | "
+          "goal met (last, EMA) | s | command (`python benchmarks/...`) |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     verdict: dict[str, list[bool]] = {}
     order = {name: i for i, name in enumerate(SETTINGS)}
     for (setting, family, seed), r in sorted(rows.items(), key=lambda kv: (order.get(kv[0][0], 99), kv[0][1:])):
-        for kept, acc, asr in (("last", r["acc"], r["asr"]), ("ema", r["ema_acc"], r["ema_asr"])):
-            if acc is None:
-                continue
-            ok = meets(acc, asr, r["teacher_acc"])
-            verdict.setdefault(f"{setting} ({kept})", []).append(ok)
-            print(f"| {setting} | {kept} | {family} | {seed} | {r['teacher_acc']:.3f} / {r['teacher_asr']:.3f} | "
-                  f"{acc:.3f} | {asr:.3f} | {'yes' if ok else 'no'} | {r['seconds']:.0f} | "
-                  f"`{command(r, False)}` |")
+        last = meets(r["acc"], r["asr"], r["teacher_acc"])
+        ema = meets(r["ema_acc"], r["ema_asr"], r["teacher_acc"])
+        verdict.setdefault(f"{setting}, last", []).append(last)
+        verdict.setdefault(f"{setting}, EMA", []).append(ema)
+        ema_text = "n/a" if r["ema_acc"] is None else f"{r['ema_acc']:.3f} / {r['ema_asr']:.3f}"
+        print(f"| {setting} | {family} | {seed} | {r['teacher_acc']:.3f} / {r['teacher_asr']:.3f} | "
+              f"{r['acc']:.3f} / {r['asr']:.3f} | {ema_text} | {r['lowest_asr']:.3f} | {_yn(last)}, {_yn(ema)} | "
+              f"{r['seconds']:.0f} | `{command(r)}` |")
     print()
-    print("| setting (kept) | rows meeting the goal |")
+    print("| setting, kept | rows meeting the goal |")
     print("|---|---|")
     for name, oks in verdict.items():
         print(f"| {name} | {sum(oks)} of {len(oks)} |")
