@@ -16,7 +16,7 @@ from .common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, OneL
 from .core.errors import BcuError, ConfigError
 from .core.events import Failed, Finished
 from .core.groups import PRESET_NAMES, parse_ratios
-from .core.job import KEEP_CHOICES
+from .common import KEEP_CHOICES, KEEP_HELP
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -79,13 +79,43 @@ def _cleanse_args(p: argparse.ArgumentParser, demo: bool = False) -> None:
                    help="re-initialisation ratios (default: paper; the demo uses strong)")
     p.add_argument("--ratios", help="per-group ratios on top of the preset, e.g. stem=0.01,layer4=0.27")
     p.add_argument("--epochs", type=int, default=None, help="distillation epochs (default 100)")
-    p.add_argument("--batch-size", type=int, default=None, help="batch size (default 256)")
+    p.add_argument("--batch-size", type=_batch_size, default=None, metavar="N|auto",
+                   help="batch size (default auto: about 10 steps an epoch, between 16 and 256)")
     p.add_argument("--lr", type=float, default=None, help="SGD learning rate (default 0.01)")
     p.add_argument("--seed", type=int, default=0, help="seed for the re-initialisation masks and training")
     p.add_argument("--precision", default="auto", help="auto | fp32 | bf16 | fp16 (auto: bf16 where supported)")
     p.add_argument("--keep", choices=KEEP_CHOICES, default="last",
-                   help="save the last epoch, or the lowest-ASR epoch with ACC within 3 points (needs ASR)")
+                   help="which student to save: " + "; ".join(f"{k}: {v}" for k, v in KEEP_HELP.items()))
+    p.add_argument("--hard-labels", action="store_true", default=None,
+                   help="distil on the teacher's argmax with cross-entropy (the paper's Table 5 ablation) "
+                        "instead of its softened probabilities")
+    p.add_argument("--cosine-period", type=int, metavar="EPOCHS", default=None,
+                   help="period of the cosine learning-rate schedule (default: the run's epochs, reaching 0 at "
+                        "the end; the BCU authors' code uses 100 whatever the epochs)")
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="random horizontal flips while distilling (default on): right for natural photos, "
+                        "wrong for digits and traffic signs, whose mirror image is another symbol")
+    p.add_argument("--temperature-start", type=float, metavar="T", default=None,
+                   help="distillation temperature before the first epoch (default 1)")
+    rise = p.add_mutually_exclusive_group()
+    rise.add_argument("--temperature-rise", type=float, metavar="R", default=None,
+                      help="how much the temperature rises over the run, linearly (default 3: 1 -> 4)")
+    rise.add_argument("--temperature-end", type=float, metavar="T", default=None,
+                      help="the temperature at the last epoch (instead of --temperature-rise)")
+    p.add_argument("--ema-decay", type=float, metavar="D", default=None,
+                   help="per-step decay of the moving average of the student's weights (default 0.99; 0 turns "
+                        "it off)")
     p.add_argument("--out", metavar="RUN_DIR", help="run folder (default: a new folder in the user data dir)")
+
+
+def _batch_size(text: str) -> int | str:
+    """``--batch-size``: a whole number, or 'auto' (chosen from the unlabelled set's size)."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number or 'auto', got '{text}'") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -207,7 +237,20 @@ def _config(args: argparse.Namespace):
     from .core.job import CleanseConfig
 
     overrides = {k: v for k, v in {"preset": args.preset, "epochs": args.epochs, "batch_size": args.batch_size,
-                                   "lr": args.lr}.items() if v is not None}
+                                   "lr": args.lr, "hard_labels": args.hard_labels,
+                                   "cosine_period": args.cosine_period, "flip": args.flip,
+                                   "temperature_start": args.temperature_start,
+                                   "temperature_rise": args.temperature_rise}.items() if v is not None}
+    if args.temperature_end is not None:
+        start = args.temperature_start if args.temperature_start is not None else 1.0
+        if args.temperature_end < start:
+            raise ConfigError(f"the end temperature ({args.temperature_end:g}) must not be below the start "
+                              f"({start:g})")
+        overrides["temperature_rise"] = args.temperature_end - start
+    if overrides.get("batch_size") == "auto":
+        overrides["batch_size"] = None  # explicit auto: also overrides a demo's own batch size
+    if args.ema_decay is not None:
+        overrides["ema_decay"] = args.ema_decay or None
     common = dict(device=args.device, seed=args.seed, precision=args.precision, keep=args.keep, out=args.out,
                   ratios=parse_ratios(args.ratios) if args.ratios else {})
     if args.command == "demo":

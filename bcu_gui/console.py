@@ -35,6 +35,16 @@ class _Preamble:
         self.lines = None
 
 
+def _extra_text(extra: dict) -> str:
+    """Hooks' numbers on an epoch line: the moving average's ACC / ASR, a scan's proxy ASR."""
+    parts = []
+    if extra.get("ema_acc") is not None or extra.get("ema_asr") is not None:
+        parts.append(f"EMA ACC {pct(extra.get('ema_acc'))} ASR {pct(extra.get('ema_asr'))}")
+    if extra.get("proxy_asr") is not None:
+        parts.append(f"proxy ASR {pct(extra['proxy_asr'])}")
+    return "".join(f"  {p}" for p in parts)
+
+
 def _log_line(event: Log) -> str:
     return ("warning: " if event.level == "warning" else "") + event.message
 
@@ -66,7 +76,7 @@ class ConsoleReporter:
         elif isinstance(event, EpochEnd) and self._bar is not None:
             self._bar.write(f"epoch {event.epoch:3d}/{event.epochs}  loss {event.loss:.4f}  ACC {pct(event.acc)}  "
                             f"ASR {pct(event.asr)}  agreement {pct(event.agreement)}  T {event.temperature:.2f}  "
-                            f"{event.seconds:.1f} s")
+                            f"{event.seconds:.1f} s{_extra_text(event.extra)}")
         elif isinstance(event, Finished):
             self.close()
             s = event.summary
@@ -74,6 +84,10 @@ class ConsoleReporter:
                   f"({s.images_per_second:.1f} images/s on {s.device}); kept {s.kept_text()}")
             print(f"teacher   ACC {pct(s.teacher.acc)}  ASR {pct(s.teacher.asr)}")
             print(f"cleansed  ACC {pct(s.cleansed.acc)}  ASR {pct(s.cleansed.asr)}")
+            if s.ema is not None and s.kept != "ema":
+                print(f"EMA       ACC {pct(s.ema.acc)}  ASR {pct(s.ema.asr)}  (saved as ema.pt beside the model)")
+            if s.kept_reason:
+                print(f"kept      {s.kept}: {s.kept_reason}")
             print(f"saved     {s.run_dir}")
         elif isinstance(event, Failed):
             self.close()

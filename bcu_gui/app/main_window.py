@@ -228,6 +228,7 @@ class MainWindow(QMainWindow):
         self.run_view.start_requested.connect(self.start_run)
         self.run_view.run_again_requested.connect(self.run_again_with_paper)
         self.run_view.running_changed.connect(self._on_running_changed)
+        self.run_view.batch_chosen.connect(self.training_panel.show_batch_choice)
 
     # ---------------------------------------------------------------------------------------- settings
     def _fit_to_screen(self) -> None:
@@ -254,7 +255,8 @@ class MainWindow(QMainWindow):
             state = s.window_state(key)
             if state is not None:
                 splitter.restoreState(state)
-        self.training_panel.set_values(s.training())
+        # "batch_size" is what earlier versions remembered: their fixed 256, not a choice (now "batch", 0: auto)
+        self.training_panel.set_values({k: v for k, v in s.training().items() if k != "batch_size"})
 
     def _save_settings(self) -> None:
         s = self.settings
@@ -349,6 +351,7 @@ class MainWindow(QMainWindow):
     def _update_state(self) -> None:
         self.training_panel.set_asr_available(self.data_panel.asr_available())
         usable = self.data_panel.state("unlabeled").usable or 0
+        self.training_panel.set_image_count(usable or None)
         ready = f"{usable:,} unlabelled images. {self.data_panel.curves_sentence()}"
         self.run_view.set_ready(self.missing_inputs(), ready)
 

@@ -52,6 +52,7 @@ class RunView(QObject):
     running_changed = Signal(bool)
     run_finished = Signal(object)  # Finished, after the view has shown it
     run_failed = Signal(object)  # Failed, after the view has shown it
+    batch_chosen = Signal(int, str)  # the batch size a started run uses, and the engine's reason
 
     def __init__(self, window: QWidget, settings: AppSettings, log_pane: LogPane,
                  status: Callable[[str], None]) -> None:
@@ -142,7 +143,7 @@ class RunView(QObject):
         self.loss_plot.reset()
         self.epochs_plot.start_run(cfg.epochs, None, None)
         self.log_pane.append_message(f"starting: preset {preset_label}, {cfg.epochs} epochs, batch "
-                                     f"{cfg.batch_size}, lr {cfg.lr:g}, device {cfg.device}; run folder {cfg.out}")
+                                     f"{cfg.batch_size or 'auto'}, keep {cfg.keep}, lr {cfg.lr:g}, device {cfg.device}; run folder {cfg.out}")
         self.summary.show_text("Preparing the run…")
         self.run_panel.begin()
         self.runner.start(self.job_factory(cfg, model))
@@ -206,6 +207,8 @@ class RunView(QObject):
             self.summary.show_teacher(event.teacher_acc, event.teacher_asr)
             self.log_pane.append_message(f"teacher: ACC {pct(event.teacher_acc)}, ASR {pct(event.teacher_asr)}; "
                                          f"training on {event.device}")
+            if event.batch_size:
+                self.batch_chosen.emit(event.batch_size, event.batch_reason)
         elif isinstance(event, Paused):
             self.run_panel.show_pause("paused")
             self.log_pane.append_message(f"paused at step {event.step}")
@@ -229,7 +232,8 @@ class RunView(QObject):
         self.summary.show_finished(s, self._preset_label)
         state = "stopped" if s.cancelled else "done"
         self.run_panel.end(f"{state}: ACC {pct(s.cleansed.acc)}, ASR {pct(s.cleansed.asr)}")
-        self.log_pane.append_message(f"run {state}; saved {s.kept_text()} in {s.run_dir}")
+        why = f" ({s.kept_reason})" if s.kept_reason else ""
+        self.log_pane.append_message(f"run {state}; saved {s.kept_text()}{why} in {s.run_dir}")
         self._status(f"Run {state}. The run folder is {s.run_dir}.")
         offer = self.offer_paper_comparison and not s.cancelled and self._preset_label != "Paper"
         self.run_panel.run_again_button.setVisible(offer)

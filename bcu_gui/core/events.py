@@ -28,6 +28,8 @@ class Started:
     reinit_counts: dict[str, int]
     reinit_totals: dict[str, int]
     run_dir: str
+    batch_size: int = 0  # as used: chosen automatically or as requested
+    batch_reason: str = ""
 
 
 @dataclass(frozen=True)

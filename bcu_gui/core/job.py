@@ -25,7 +25,9 @@ from typing import Iterator, Sequence
 
 import torch
 
+from ..common import KEEP_CHOICES
 from . import training
+from .batching import BatchChoice, choose_batch_size, steps_per_epoch
 from .bundled import resolve_eval_sets
 from .data import load_unlabeled
 from .devices import PRECISIONS, plan_compute
@@ -40,7 +42,7 @@ from .saveback import save_original_form
 from .summary import ReinitRecord, Scores
 from .training import Distiller, RunHook, RunState, StepThrottle, distillation_loss  # noqa: F401 (re-export)
 
-KEEP_CHOICES = ("last", "best")
+EMA_STEM = "ema"  # the moving-average weights, saved beside the cleansed model as ema.pt / .safetensors
 RESOLVED_KEY = "resolved"  # what config.json records beside the settings: ratios, model, device as used
 
 
@@ -60,28 +62,37 @@ class CleanseConfig:
     preset: str = "paper"
     ratios: dict[str, float] = field(default_factory=dict)  # per-group overrides on top of the preset
     epochs: int = 100
-    batch_size: int = 256
+    batch_size: int | None = None  # None: chosen from the unlabelled set's size (core/batching.py)
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 5e-4
     temperature_start: float = 1.0
     temperature_rise: float = 3.0  # T = start + rise * (e + 1) / E
+    hard_labels: bool = False  # cross-entropy on the teacher's argmax instead of soft KL (paper Table 5)
+    cosine_period: int | None = None  # cosine T_max in epochs; None: the run's epochs (the BCU code: 100)
     crop_padding: int = 4
-    flip: bool = True
+    flip: bool = True  # horizontal flips: right for natural photos, wrong for digits and traffic signs
     device: str = "auto"
     precision: str = "auto"  # auto | fp32 | bf16 | fp16
     channels_last: bool | None = None  # None: on for CPU and CUDA
     seed: int = 0
     unlabeled_limit: int | None = None
     out: str | None = None  # run folder; None: a new one under the user's data directory
-    keep: str = "last"  # last | best (lowest ASR with ACC within 3 points of the teacher's)
+    keep: str = "last"  # last | best | ema | proxy (common.KEEP_HELP)
+    ema_decay: float | None = training.EMA_DECAY  # per step; None: no moving average
     use_bundled_eval: bool = True  # fill missing eval sets from the checkpoint's own (BackdoorBench bd_test)
 
     def validate(self) -> None:
         """Reject settings that cannot work, before any file is read."""
         checks = [
             (self.epochs >= 1, f"epochs must be at least 1, got {self.epochs}"),
-            (self.batch_size >= 2, f"batch size must be at least 2, got {self.batch_size}"),
+            (self.batch_size is None or self.batch_size >= 2,
+             f"batch size must be at least 2, got {self.batch_size}"),
+            (self.cosine_period is None or self.cosine_period >= 1,
+             f"the cosine period must be at least 1 epoch, got {self.cosine_period}"),
+            (self.ema_decay is None or 0 < self.ema_decay < 1,
+             f"the EMA decay must lie between 0 and 1, got {self.ema_decay}"),
+            (self.temperature_rise >= 0, f"the temperature rise must not be negative, got {self.temperature_rise}"),
             (self.lr > 0 and math.isfinite(self.lr), f"learning rate must be a positive number, got {self.lr}"),
             (0 <= self.momentum < 1, f"momentum must lie in [0, 1), got {self.momentum}"),
             (self.weight_decay >= 0, f"weight decay must not be negative, got {self.weight_decay}"),
@@ -89,7 +100,7 @@ class CleanseConfig:
             (self.preset in CONFIG_PRESETS,
              f"unknown preset '{self.preset}': use one of {', '.join(CONFIG_PRESETS)}"),
             (self.precision in PRECISIONS, f"unknown precision '{self.precision}': use {', '.join(PRECISIONS)}"),
-            (self.keep in KEEP_CHOICES, f"keep must be 'last' or 'best', got '{self.keep}'"),
+            (self.keep in KEEP_CHOICES, f"keep must be one of {', '.join(KEEP_CHOICES)}, got '{self.keep}'"),
             (self.unlabeled_limit is None or self.unlabeled_limit >= 2, "the unlabelled limit must be at least 2"),
             (self.temperature_start > 0, "the starting temperature must be positive"),
         ]
@@ -98,6 +109,8 @@ class CleanseConfig:
                 raise ConfigError(message)
         if self.keep == "best" and not self.eval_poisoned:
             raise ConfigError("keeping the best epoch needs a triggered folder to measure ASR")
+        if self.keep == "ema" and self.ema_decay is None:
+            raise ConfigError("keeping the moving average needs one: set an EMA decay")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -152,6 +165,7 @@ class CleanseJob:
         self._cancel = threading.Event()
         self._go = threading.Event()
         self._go.set()
+        self.batch: BatchChoice | None = None  # chosen once the unlabelled set is read
 
     # -- control, safe from any thread -------------------------------------------------------------------
     def pause(self) -> None:
@@ -180,7 +194,8 @@ class CleanseJob:
         except BcuError as exc:
             yield Failed(message=str(exc), kind="input")
         except torch.OutOfMemoryError:
-            yield Failed(message=f"the device ran out of memory at batch size {self.config.batch_size}; "
+            size = self.batch.size if self.batch is not None else self.config.batch_size
+            yield Failed(message=f"the device ran out of memory at batch size {size}; "
                                  "lower the batch size or run on the CPU", kind="memory",
                          detail=traceback.format_exc())
         except OSError as exc:
@@ -198,6 +213,9 @@ class CleanseJob:
     def _run(self) -> Iterator[Event]:
         cfg = self.config
         cfg.validate()
+        if cfg.keep == "proxy" and not any("proxy_asr" in h.provides for h in self._hooks):
+            raise ConfigError("keeping the lowest-proxy-ASR epoch needs a trigger scan's proxy ASR every epoch, "
+                              "and this run has none: add the scan (bcu cleanse --scan) or keep last, best or ema")
         plan = plan_compute(cfg.device, cfg.precision, cfg.channels_last)
         if self._model is None:  # a model handed in was already described by whoever loaded it
             yield Log(message=f"loading {cfg.checkpoint}")
@@ -230,24 +248,31 @@ class CleanseJob:
         student, report = build_student(model.module, model.fresh(cfg.seed), groups, ratios, cfg.seed)
         yield Log(message=report.describe())
 
+        batch = choose_batch_size(len(unlabeled), cfg.batch_size)
+        yield Log(message=batch.reason)
         run = RunFolder(cfg.out or new_run_dir())
         run.write_config({**cfg.to_dict(), RESOLVED_KEY: {"ratios": ratios, "model": model.metadata(),
-                                                          "device": plan.describe()}})
+                                                          "device": plan.describe(), "batch_size": batch.size,
+                                                          "batch_automatic": batch.automatic,
+                                                          "batch_reason": batch.reason}})
         yield Log(message=f"run folder: {run.path}; compute: {plan.describe()}")
+        self.batch = batch
         yield from self._train(model, student, unlabeled.images, sets, report, plan, run)
 
     def _distiller(self, model: LoadedModel, student: torch.nn.Module, images: torch.Tensor, sets: EvalSets,
                    plan) -> Distiller:
         cfg = self.config
-        n, bs = len(images), min(cfg.batch_size, len(images))
-        steps_per_epoch = n // bs + (1 if n % bs >= 2 else 0)  # a last batch of 1 would break batch norm
+        bs = choose_batch_size(len(images), cfg.batch_size).size
+        steps = steps_per_epoch(len(images), bs)
         evaluator = Evaluator(sets, model.normalization, plan, agreement_images=images[:2048])
-        state = RunState(epochs=cfg.epochs, steps_per_epoch=steps_per_epoch, batch_size=bs)
+        state = RunState(epochs=cfg.epochs, steps_per_epoch=steps, batch_size=bs)
         distiller = Distiller(teacher=model.module, student=student, images=images, evaluator=evaluator,
                               plan=plan, state=state, lr=cfg.lr, momentum=cfg.momentum,
                               weight_decay=cfg.weight_decay, crop_padding=cfg.crop_padding, flip=cfg.flip,
                               seed=cfg.seed, temperature_start=cfg.temperature_start,
-                              temperature_rise=cfg.temperature_rise, keep=cfg.keep, hooks=self._hooks)
+                              temperature_rise=cfg.temperature_rise, keep=cfg.keep, hooks=self._hooks,
+                              hard_labels=cfg.hard_labels, cosine_period=cfg.cosine_period,
+                              ema_decay=cfg.ema_decay)
         evaluator.set_reference(distiller.teacher)
         teacher = evaluator.measure(distiller.teacher)
         state.teacher = Scores(acc=teacher["acc"], asr=teacher["asr"], agreement=teacher["agreement"])
@@ -261,7 +286,8 @@ class CleanseJob:
         assert state.teacher is not None
         yield Started(epochs=state.epochs, steps_per_epoch=state.steps_per_epoch, images=len(images),
                       device=plan.describe(), teacher_acc=state.teacher.acc, teacher_asr=state.teacher.asr,
-                      reinit_counts=report.counts, reinit_totals=report.totals, run_dir=str(run.path))
+                      reinit_counts=report.counts, reinit_totals=report.totals, run_dir=str(run.path),
+                      batch_size=state.batch_size, batch_reason=self.batch.reason if self.batch else "")
         throttle = StepThrottle(self._step_rate)
         clock = _TrainingClock(state)
         d.start()
@@ -292,11 +318,14 @@ class CleanseJob:
         files = run.save_model(d.student, model.metadata())
         original_form, save_warning = save_original_form(model, d.student, run.path)
         files += original_form
+        files += d.save_ema(run.path / EMA_STEM, model.metadata())
         clock.tick()
         summary = d.summary(cleansed=cleansed, cancelled=cancelled, preset=cfg.preset,
                             reinit=ReinitRecord(ratios=report.ratios, counts=report.counts, totals=report.totals,
                                                 seed=report.seed),
                             model_files=[str(p) for p in files], run_dir=str(run.path))
+        if self.batch is not None:
+            summary = dataclasses.replace(summary, batch_reason=self.batch.reason)
         run.write_summary(summary.to_dict())
         if save_warning:
             yield Log(message=save_warning, level="warning")

@@ -12,7 +12,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
-Kept = Literal["last", "best"]
+Kept = Literal["last", "best", "ema", "proxy"]
 
 
 @dataclass(frozen=True)
@@ -76,12 +76,21 @@ class RunSummary:
     model_files: tuple[str, ...]
     run_dir: str
     note: str = ""
+    kept_reason: str = ""  # why this candidate was saved, in words
+    ema: Scores | None = None  # the moving average of the weights at the last epoch's end (None: no EMA)
+    proxy: Scores | None = None  # the epoch the keep-proxy rule prefers (None: no proxy ASR)
+    batch_size: int | None = None  # as used (chosen automatically or as requested)
+    batch_reason: str = ""
 
     def kept_text(self) -> str:
         """Which student was saved, in words: 'the last epoch (40)', 'the best epoch (3)', …"""
         c = self.cleansed
         if self.kept == "best" and self.best is not None and not c.partial:
             return f"the best epoch ({c.epoch})"
+        if self.kept == "ema" and not c.partial:
+            return f"the moving average of the weights (epoch {c.epoch})"
+        if self.kept == "proxy" and not c.partial:
+            return f"the lowest-proxy-ASR epoch ({c.epoch})"
         if c.partial:
             return (f"the student as it was when stopped (after {self.steps} steps, {c.epoch} of {self.epochs} "
                     "epochs complete)")
@@ -104,6 +113,7 @@ class RunSummary:
                                         totals=reinit["totals"], seed=reinit["seed"])
         values["teacher"] = Scores.from_dict(values["teacher"])
         values["cleansed"] = Scores.from_dict(values["cleansed"])
-        values["best"] = Scores.from_dict(values.get("best"))
+        for key in ("best", "ema", "proxy"):
+            values[key] = Scores.from_dict(values.get(key))
         values["model_files"] = tuple(values.get("model_files", ()))
         return cls(**values)

@@ -35,6 +35,8 @@ from .summary import ReinitRecord, RunSummary, Scores
 
 STEP_EVENTS_PER_SECOND = 30
 ACC_TOLERANCE = 0.03  # keep-best: ACC within 3 points of the teacher's
+PROXY_AGREEMENT_MARGIN = 0.03  # keep-proxy: agreement with the teacher at least 1 - this (97%)
+EMA_DECAY = 0.99  # per optimiser step: a horizon of ~100 steps, ~10 epochs at the automatic batch size
 
 
 def temperature(temperature_start: float, temperature_rise: float, epoch: int, epochs: int) -> float:
@@ -45,6 +47,11 @@ def temperature(temperature_start: float, temperature_rise: float, epoch: int, e
 def distillation_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor, t: float) -> torch.Tensor:
     """KL(softmax(teacher / T) || softmax(student / T)), averaged over the batch, in fp32."""
     return F.kl_div(F.log_softmax(student_logits.float() / t, dim=1), teacher_probs, reduction="batchmean")
+
+
+def hard_label_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy on the teacher's argmax (the paper's hard-label ablation, Table 5); no temperature."""
+    return F.cross_entropy(student_logits.float(), teacher_probs.argmax(dim=1))
 
 
 @dataclass
@@ -62,6 +69,9 @@ class RunState:
     teacher: Scores | None = None
     last: Scores | None = None  # the last completed epoch
     best: Scores | None = None  # the best epoch by the keep-best rule
+    proxy: Scores | None = None  # the epoch the keep-proxy rule prefers (lowest proxy ASR, enough agreement)
+    proxy_asr: float | None = None  # that epoch's proxy ASR
+    ema: Scores | None = None  # the EMA weights as measured at the last epoch's end
     metrics: dict[str, float | None] = field(default_factory=dict)  # the last epoch's, hooks' included
 
     @property
@@ -78,13 +88,19 @@ class RunState:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RunState":
         values = dict(data)
-        for key in ("teacher", "last", "best"):
+        for key in ("teacher", "last", "best", "proxy", "ema"):
             values[key] = Scores.from_dict(values.get(key))
         return cls(**values)
 
 
 class RunHook:
-    """Moments of a run others attach to; override what you need (every default does nothing)."""
+    """Moments of a run others attach to; override what you need (every default does nothing).
+
+    ``provides`` names the numbers ``on_epoch_end`` returns (e.g. ``("proxy_asr",)`` for a trigger scan's
+    hook): a run asked to keep the lowest-proxy-ASR epoch checks, before it starts, that a hook provides it.
+    """
+
+    provides: tuple[str, ...] = ()
 
     def on_start(self, run: "Distiller") -> None:
         """Before the first step (after a resume: before the first step taken again)."""
@@ -108,6 +124,82 @@ class EvaluationHook(RunHook):
 
     def on_epoch_end(self, run: "Distiller") -> dict[str, float | None]:
         return self.evaluator.measure(run.student)
+
+
+class EmaHook(RunHook):
+    """An exponential moving average of the student's weights, a label-free candidate of its own.
+
+    Updated after every optimiser step with a warm-up (decay ``min(decay, (1 + n) / (10 + n))`` after ``n``
+    updates, as timm's ModelEmaV2 and TF's ExponentialMovingAverage do), so the freshly re-initialised
+    weights of the first steps fade quickly. Batch-norm buffers are averaged too (floating ones; counters are
+    copied), so the average model is usable as it is, without a pass to re-estimate statistics. Measured
+    every epoch as ``ema_acc`` / ``ema_asr`` / ``ema_agreement``.
+    """
+
+    provides = ("ema_acc", "ema_asr", "ema_agreement")
+
+    def __init__(self, decay: float = EMA_DECAY) -> None:
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"the EMA decay must lie in (0, 1), got {decay}")
+        self.decay = decay
+        self.updates = 0
+        self.model: torch.nn.Module | None = None
+        self._pending: dict[str, torch.Tensor] | None = None
+
+    def on_start(self, run: "Distiller") -> None:
+        if self.model is None:
+            self.model = copy.deepcopy(run.student).eval()
+            for p in self.model.parameters():
+                p.requires_grad_(False)
+            if self._pending is not None:
+                self.model.load_state_dict(self._pending)
+                self._pending = None
+
+    @torch.no_grad()
+    def on_step_end(self, run: "Distiller") -> None:
+        assert self.model is not None, "on_start() first"
+        d = min(self.decay, (1.0 + self.updates) / (10.0 + self.updates))
+        self.updates += 1
+        ema = list(self.model.state_dict().values())
+        new = list(run.student.state_dict().values())
+        floats = [(e, n) for e, n in zip(ema, new) if e.is_floating_point()]
+        if floats:
+            torch._foreach_lerp_([e for e, _ in floats], [n for _, n in floats], 1.0 - d)
+        for e, n in zip(ema, new):
+            if not e.is_floating_point():
+                e.copy_(n)
+
+    def on_epoch_end(self, run: "Distiller") -> dict[str, float | None]:
+        assert self.model is not None, "on_start() first"
+        m = run.evaluator.measure(self.model)
+        return {"ema_acc": m["acc"], "ema_asr": m["asr"], "ema_agreement": m["agreement"]}
+
+    # -- what a resume file saves (Distiller.tensors() names it "ema") -------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"decay": self.decay, "updates": self.updates,
+                "weights": None if self.model is None else self.model.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.decay, self.updates = float(state["decay"]), int(state["updates"])
+        if state.get("weights") is not None:
+            if self.model is None:
+                self._pending = state["weights"]
+            else:
+                self.model.load_state_dict(state["weights"])
+
+
+def proxy_better(metrics: dict[str, float | None], chosen: Scores | None, chosen_proxy: float | None,
+                 margin: float | None = None) -> bool:
+    """Keep-proxy rule: the lowest proxy ASR among epochs whose agreement with the teacher is >= 1 - margin.
+
+    Label-free: the proxy ASR comes from a trigger scan of the unlabelled images and the agreement from the
+    teacher's own predictions on them, so neither needs labels nor the attacker's trigger.
+    """
+    margin = PROXY_AGREEMENT_MARGIN if margin is None else margin
+    proxy, agreement = metrics.get("proxy_asr"), metrics.get("agreement")
+    if proxy is None or agreement is None or agreement < 1.0 - margin:
+        return False
+    return chosen is None or chosen_proxy is None or proxy < chosen_proxy
 
 
 def better(scores: dict[str, float | None], best: Scores | None, teacher_acc: float | None) -> bool:
@@ -148,7 +240,8 @@ class Distiller:
     def __init__(self, *, teacher: torch.nn.Module, student: torch.nn.Module, images: torch.Tensor,
                  evaluator: Evaluator, plan: ComputePlan, state: RunState, lr: float, momentum: float,
                  weight_decay: float, crop_padding: int, flip: bool, seed: int, temperature_start: float,
-                 temperature_rise: float, keep: str, hooks: Sequence[RunHook] = ()) -> None:
+                 temperature_rise: float, keep: str, hooks: Sequence[RunHook] = (), hard_labels: bool = False,
+                 cosine_period: int | None = None, ema_decay: float | None = EMA_DECAY) -> None:
         self.plan, self.state, self.evaluator = plan, state, evaluator
         self.memory = torch.channels_last if plan.channels_last else torch.contiguous_format
         self.teacher = copy.deepcopy(teacher).to(plan.device, memory_format=self.memory).eval()
@@ -158,14 +251,20 @@ class Distiller:
         self.data = images.to(plan.device)
         self.crop_padding, self.flip, self.keep = crop_padding, flip, keep
         self.temperature_start, self.temperature_rise = temperature_start, temperature_rise
+        self.hard_labels = hard_labels
         self.optimizer = torch.optim.SGD(self.student.parameters(), lr=lr, momentum=momentum,
                                          weight_decay=weight_decay)
-        self.schedule = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=state.epochs)
+        self.schedule = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=cosine_period or state.epochs)
         self.scaler = torch.amp.GradScaler(plan.device.type, enabled=plan.amp_dtype is torch.float16)
         self.order_gen = torch.Generator().manual_seed(seed)
         self.aug_gen = torch.Generator(device=plan.device).manual_seed(seed)
         self.best_weights: dict[str, torch.Tensor] | None = None
-        self.hooks: list[RunHook] = [EvaluationHook(evaluator), *hooks]
+        self.proxy_weights: dict[str, torch.Tensor] | None = None
+        self.ema = EmaHook(ema_decay) if ema_decay is not None else None
+        if keep == "ema" and self.ema is None:
+            raise ValueError("keeping the EMA weights needs an EMA (ema_decay)")
+        self.hooks: list[RunHook] = [EvaluationHook(evaluator), *([self.ema] if self.ema else []), *hooks]
+        self.kept_reason = ""
         # only hooks that override on_step_end are called per step: the step stays as lean as the bare loop
         self._step_hooks = [h for h in self.hooks if type(h).on_step_end is not RunHook.on_step_end]
         self._order: torch.Tensor | None = None
@@ -177,7 +276,8 @@ class Distiller:
         return {"student": self.student.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "schedule": self.schedule.state_dict(), "scaler": self.scaler.state_dict(),
                 "order_rng": self.order_gen.get_state(), "aug_rng": self.aug_gen.get_state(),
-                "best_weights": self.best_weights}
+                "best_weights": self.best_weights, "proxy_weights": self.proxy_weights,
+                "ema": self.ema.state_dict() if self.ema is not None else None}
 
     # -- the loop's parts -----------------------------------------------------------------------------------
     @property
@@ -213,7 +313,8 @@ class Distiller:
         teacher_probs = teacher_probs.clone()  # an ordinary tensor, usable by autograd
         with self.plan.autocast():
             logits = self.student(x)
-        loss = distillation_loss(logits, teacher_probs, t)
+        loss = hard_label_loss(logits, teacher_probs) if self.hard_labels else \
+            distillation_loss(logits, teacher_probs, t)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
@@ -248,7 +349,14 @@ class Distiller:
         if better(metrics, s.best, s.teacher.acc if s.teacher else None):
             s.best = s.last
             if self.keep == "best":
-                self.best_weights = {k: v.detach().clone() for k, v in self.student.state_dict().items()}
+                self.best_weights = _snapshot(self.student)
+        if proxy_better(metrics, s.proxy, s.proxy_asr):
+            s.proxy, s.proxy_asr = s.last, metrics.get("proxy_asr")
+            if self.keep == "proxy":
+                self.proxy_weights = _snapshot(self.student)
+        if self.ema is not None:
+            s.ema = Scores(acc=metrics.get("ema_acc"), asr=metrics.get("ema_asr"),
+                           agreement=metrics.get("ema_agreement"), epoch=s.epoch)
         extra = {k: v for k, v in metrics.items() if k not in ("acc", "asr", "agreement")}
         return EpochEnd(epoch=s.epoch, epochs=s.epochs, loss=s.epoch_loss, acc=metrics.get("acc"),
                         asr=metrics.get("asr"), agreement=metrics.get("agreement"), lr=lr, temperature=t,
@@ -265,24 +373,68 @@ class Distiller:
         if self.keep == "best" and self.best_weights is not None and s.best is not None:
             self.student.load_state_dict(self.best_weights)
             chosen = s.best
+            self.kept_reason = (f"the lowest ASR ({_pct(s.best.asr)}) among epochs with ACC within "
+                                f"{ACC_TOLERANCE * 100:g} points of the teacher's")
+        elif self.keep == "proxy" and self.proxy_weights is not None and s.proxy is not None:
+            self.student.load_state_dict(self.proxy_weights)
+            chosen = s.proxy
+            self.kept_reason = (f"the lowest proxy ASR ({_pct(s.proxy_asr)}) among epochs agreeing with the "
+                                f"teacher on at least {(1 - PROXY_AGREEMENT_MARGIN) * 100:g}% of the images")
+        elif self.keep == "ema" and self.ema is not None and self.ema.model is not None and s.epoch_step == 0 \
+                and s.ema is not None:
+            self.student.load_state_dict(self.ema.model.state_dict())
+            chosen = s.ema
+            self.kept_reason = (f"the moving average of the student's weights (decay {self.ema.decay:g} a step) "
+                                f"at the end of epoch {s.ema.epoch}")
         elif s.epoch_step == 0 and s.last is not None:
             chosen = s.last
+            self.kept_reason = self._fallback_reason() or "the student as the last epoch left it"
         else:
             scores = self.evaluator.measure(self.student)
             loss = float(self._loss_sum) / s.epoch_step if self._loss_sum is not None and s.epoch_step else None
             chosen = Scores(acc=scores["acc"], asr=scores["asr"], agreement=scores["agreement"], epoch=s.epoch,
                             loss=loss, partial=True)
+            self.kept_reason = "the run was stopped in the middle of an epoch: the student as it was then"
         for hook in self.hooks:
             hook.on_finish(self)
         return chosen
 
+    def _fallback_reason(self) -> str:
+        """Why a run asked to keep another candidate saved the last epoch instead ('' when it asked for last)."""
+        if self.keep == "best":
+            return "no epoch kept ACC within 3 points of the teacher's with an ASR measured; kept the last epoch"
+        if self.keep == "proxy":
+            return (f"no epoch had a proxy ASR with agreement of at least "
+                    f"{(1 - PROXY_AGREEMENT_MARGIN) * 100:g}% with the teacher; kept the last epoch")
+        return ""
+
+    @property
+    def kept(self) -> str:
+        """Which candidate ``finish`` saved: 'last', 'best', 'ema' or 'proxy'."""
+        s = self.state
+        if self.keep == "best" and self.best_weights is not None and s.best is not None:
+            return "best"
+        if self.keep == "proxy" and self.proxy_weights is not None and s.proxy is not None:
+            return "proxy"
+        if self.keep == "ema" and self.ema is not None and s.ema is not None and s.epoch_step == 0:
+            return "ema"
+        return "last"
+
+    def save_ema(self, path, metadata: dict) -> list:
+        """Save the EMA weights as a model file of their own beside the run's model (nothing without an EMA)."""
+        from .runs import save_model
+
+        if self.ema is None or self.ema.model is None or self.state.ema is None:
+            return []
+        return save_model(self.ema.model, path, metadata)
+
     def summary(self, *, cleansed: Scores, cancelled: bool, preset: str, reinit: ReinitRecord,
                 model_files: Sequence[str], run_dir: str) -> RunSummary:
         s = self.state
-        kept = "best" if self.keep == "best" and self.best_weights is not None and not cleansed.partial \
-            else "last"
+        kept = self.kept if not cleansed.partial else "last"
         summary = RunSummary(
             teacher=s.teacher or Scores(acc=None, asr=None), cleansed=cleansed, best=s.best, kept=kept,
+            kept_reason=self.kept_reason, ema=s.ema, proxy=s.proxy, batch_size=s.batch_size,
             preset=preset, epochs=s.epochs, epochs_completed=s.epoch, steps=s.step, cancelled=cancelled,
             seconds=round(s.seconds, 2),
             images_per_second=round(s.images / s.seconds, 1) if s.seconds > 0 else 0.0,
@@ -292,3 +444,11 @@ class Distiller:
                     f"{summary.kept_text()}")
             summary = dataclasses.replace(summary, note=note)
         return summary
+
+
+def _snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value * 100:.1f}%"

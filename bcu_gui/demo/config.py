@@ -1,8 +1,9 @@
 """The built-in demo's run settings, shared by `bcu demo` and the app's "Open the demo".
 
 Chosen by measurement on 2 CPU cores (README, "Choosing the ratios"): the paper's ratios leave this small
-model's backdoor in place, so the demo uses the measured ``strong`` preset, with a batch small enough to give
-the optimiser enough steps on 400 images.
+model's backdoor in place, so the demo uses the measured ``strong`` preset. Its batch is the engine's automatic
+one, the rule every user gets (40 on the demo's 400 images: 10 steps an epoch); measured against the fixed
+batch of 64 it replaced: the same ACC 98.0% / ASR 0.0% (README, "The command line").
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from ..core.job import CleanseConfig
 
 DEMO_PRESET = "strong"
 DEMO_EPOCHS = 40
-DEMO_BATCH_SIZE = 64
+DEMO_BATCH_SIZE: int | None = None  # automatic (core/batching.py)
 DEMO_TARGET_CLASS = 0
 
 

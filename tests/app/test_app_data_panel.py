@@ -37,7 +37,7 @@ def test_picking_folders_counts_images_and_says_which_curves_will_exist(qtbot, w
     assert d.curves_sentence() == ("Curves: loss and teacher agreement always; no ACC: add a labelled clean "
                                    "folder; no ASR: add a triggered folder and target class.")
     assert w.run_panel.start_button.isEnabled()
-    assert not w.training_panel.keep_best.isEnabled()
+    assert w.training_panel.keep() == "last" and not w.training_panel.can_keep("best")
 
     d.clean.set_path(demo_env / "clean")
     _idle(qtbot, w)
@@ -53,7 +53,7 @@ def test_picking_folders_counts_images_and_says_which_curves_will_exist(qtbot, w
     assert w.run_panel.start_button.isEnabled()
     assert "ASR because a triggered folder and target class are set" in d.curves_sentence()
     assert "45 usable images" in d.triggered_status.text()
-    assert w.training_panel.keep_best.isEnabled()
+    assert w.training_panel.can_keep("best")
     config = w.build_config()
     assert (config.unlabeled, config.eval_clean, config.target_class) == (str(unlabeled),
                                                                          str(demo_env / "clean"), 0)

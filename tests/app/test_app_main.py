@@ -32,7 +32,7 @@ def test_the_command_line_prefills_the_window(qtbot, window, demo_env):
 
     _prefill(window, build_parser().parse_args(["--demo"]))
     assert window.demo and window.reinit_panel.preset() == "strong"
-    assert window.training_panel.epochs_spin.value() == 40 and window.training_panel.batch_spin.value() == 64
+    assert window.training_panel.epochs_spin.value() == 40 and window.training_panel.values()["batch_size"] is None
 
 
 def test_smoke_mode_runs_the_demo_to_the_end_and_saves_the_model(qtbot, demo_env, tmp_path, capsys):

@@ -19,7 +19,7 @@ def _assert_demo_loaded(w, demo_env):
     assert w.data_panel.target_class() == 0
     assert w.reinit_panel.preset() == "strong"
     assert w.training_panel.epochs_spin.value() == DEMO_EPOCHS
-    assert w.training_panel.batch_spin.value() == DEMO_BATCH_SIZE
+    assert w.training_panel.values()["batch_size"] == DEMO_BATCH_SIZE
 
 
 def test_the_welcome_button_opens_the_demo(qtbot, window, demo_env):

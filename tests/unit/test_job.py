@@ -65,7 +65,8 @@ def test_a_run_emits_the_event_sequence_and_writes_its_folder(tiny_checkpoint, f
 
     run = tmp_path / "run"
     assert {p.name for p in run.iterdir()} == {"config.json", "metrics.jsonl", "summary.json", "cleansed.pt",
-                                              "cleansed.safetensors", "cleansed.json", "original_form"}
+                                              "cleansed.safetensors", "cleansed.json", "original_form", "ema.pt",
+                                              "ema.safetensors", "ema.json"}
     assert [p.name for p in (run / "original_form").iterdir()] == [tiny_checkpoint.name]
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
     summary = json.loads((run / "summary.json").read_text())
@@ -217,7 +218,7 @@ class RecordingHook(RunHook):
 def test_hooks_run_at_start_each_epoch_end_and_finish_and_their_numbers_are_recorded(tiny_checkpoint, folders,
                                                                                        tmp_path):
     hook = RecordingHook()
-    events = list(CleanseJob(_config(tiny_checkpoint, folders, tmp_path), hooks=[hook]).events())
+    events = list(CleanseJob(_config(tiny_checkpoint, folders, tmp_path, ema_decay=None), hooks=[hook]).events())
     assert hook.calls == [("start", 0), ("step", 1), ("step", 2), ("step", 3), ("epoch", 0),
                           ("step", 4), ("step", 5), ("step", 6), ("epoch", 1), ("finish", 2)]
     epochs = [e for e in events if isinstance(e, EpochEnd)]

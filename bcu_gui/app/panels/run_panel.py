@@ -201,15 +201,21 @@ class SummaryBox(QGroupBox):
         self._current = (f"ACC {pct(final.acc)}, ASR {pct(final.asr)} "
                          f"(teacher {pct(teacher.acc)} / {pct(teacher.asr)}), preset {preset}")
         url = html.escape(QUrl.fromLocalFile(summary.run_dir).toString(), quote=True)
+        ema = summary.ema  # the other label-free candidate, beside the saved one (its file is ema.pt)
+        ema_cell = (f"<td>&nbsp;&nbsp;<span style='color:gray'>moving average: {pct(ema.acc)} / {pct(ema.asr)}"
+                    "</span></td>" if ema is not None and summary.kept != "ema" else "")
+        # why this student: said when a rule ranked the epochs, or could not (last and EMA say it in their name)
+        ranked = summary.kept in ("best", "proxy") or summary.kept_reason.startswith("no epoch")
+        why = f": {html.escape(summary.kept_reason)}" if ranked and summary.kept_reason else ""
         self.show_text(
             "<table cellspacing='0' cellpadding='2'>"
             "<tr><td></td><td><b>ACC</b></td><td><b>ASR</b></td></tr>"
             f"<tr><td>Teacher&nbsp;</td><td>{pct(teacher.acc)}&nbsp;&nbsp;</td>"
             f"<td>{pct(teacher.asr)}</td></tr>"
             f"<tr><td>Cleansed&nbsp;</td><td><b>{pct(final.acc)}</b>&nbsp;&nbsp;</td>"
-            f"<td><b>{pct(final.asr)}</b></td></tr></table>"
+            f"<td><b>{pct(final.asr)}</b></td>{ema_cell}</tr></table>"
             f"{state} in {duration(summary.seconds)} on {html.escape(summary.device)}, "
-            f"preset {html.escape(preset)}; saved {html.escape(summary.kept_text())}.<br>"
+            f"preset {html.escape(preset)}; saved {html.escape(summary.kept_text())}{why}.<br>"
             f"Run folder: <a href='{url}'>{html.escape(summary.run_dir)}</a>")
 
     def show_failed(self, message: str) -> None:
