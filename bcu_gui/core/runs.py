@@ -45,14 +45,22 @@ def plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
 
 
+def model_files(path: str | Path) -> list[Path]:
+    """The three files ``save_model(model, path)`` writes: ``<stem>.pt``, ``<stem>.safetensors``, ``<stem>.json``.
+
+    A save dialog confirms replacing the file the user typed; this names the sidecars it would replace too.
+    """
+    base = Path(path)
+    stem = base.with_suffix("") if base.suffix in (".pt", ".pth", ".safetensors") else base
+    return [stem.with_suffix(".pt"), stem.with_suffix(".safetensors"), stem.with_suffix(".json")]
+
+
 def save_model(model: nn.Module, path: str | Path, metadata: dict) -> list[Path]:
     """Save ``model`` as ``<stem>.pt`` and ``<stem>.safetensors`` with a ``<stem>.json`` sidecar."""
     from safetensors.torch import save_file
 
-    base = Path(path)
-    stem = base.with_suffix("") if base.suffix in (".pt", ".pth", ".safetensors") else base
     state = plain_state_dict(model)
-    pt, st, sidecar = stem.with_suffix(".pt"), stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+    pt, st, sidecar = model_files(path)
     size = sum(t.numel() * t.element_size() for t in state.values())
     # both copies must fit before the first is written: no run ends with one model file and a full disk
     atomic.ensure_free_space(pt, 2 * size + (1 << 16))
