@@ -24,6 +24,7 @@ def _finished_run(qtbot, w, epochs=1):
     open_demo_for_test(qtbot, w, epochs=epochs)
     with qtbot.waitSignal(w.run_view.run_finished, timeout=RUN_TIMEOUT) as finished:
         assert w.start_run()
+    qtbot.waitUntil(lambda: not w.run_view.is_running, timeout=10_000)  # the thread ends after its last event
     return finished.args[0]
 
 
@@ -77,6 +78,7 @@ def test_a_full_disk_offers_to_save_the_trained_model_elsewhere(qtbot, window, m
     with qtbot.waitSignal(w.run_view.run_failed, timeout=RUN_TIMEOUT) as failed:
         assert w.start_run()
     assert failed.args[0].kind == "disk"
+    qtbot.waitUntil(lambda: not w.run_view.is_running, timeout=10_000)
     assert messages.titles()[:2] == ["Disk full", "Save the model elsewhere?"], messages.texts()
     assert "kept in memory" in messages.shown[0][2]
     assert target.is_file() and target.with_suffix(".safetensors").is_file()
