@@ -22,9 +22,13 @@ TITLE = "Cannot resume this folder"
 
 def why_not_resumable(path: Path) -> str | None:
     """None for an unfinished run; otherwise one sentence saying what the folder is instead."""
-    status = folder_state(path).status
+    state = folder_state(path)
+    status = state.status
     if status == "unfinished":
         return None
+    if status == "foreign" and state.config is not None:
+        return f"{path} holds a run that left no resume point (it ended before resume points existed, or its " \
+               "files were moved), so it cannot be resumed"
     return {
         "absent": f"{path} does not exist",
         "empty": f"{path} is empty: it is not a run folder",

@@ -105,6 +105,9 @@ def check_out_folder(path: str | Path, settings: dict, resume: bool = False) -> 
     if state.status == "finished":
         raise ConfigError(f"{path} holds a finished run, which is not overwritten; choose a new folder, "
                           f"e.g. --out {other}" + (" (a finished run has nothing to resume)" if resume else ""))
+    if state.config is not None:  # a run's folder, but with neither a resume point nor a summary
+        raise ConfigError(f"{path} holds an earlier run that has no resume point, which is not overwritten; choose "
+                          f"a new folder, e.g. --out {other}")
     raise ConfigError(f"{path} is not empty and is not a run folder; nothing in it is overwritten: choose a new "
                       f"folder, e.g. --out {other}")
 

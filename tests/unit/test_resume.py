@@ -172,3 +172,24 @@ def test_a_huge_learning_rate_does_not_end_as_done(tiny_checkpoint, folders, tmp
         path = tmp_path / "run" / name
         if path.exists():
             assert "NaN" not in path.read_text() and "Infinity" not in path.read_text()
+
+
+def test_folder_states(tmp_path):
+    run_config = '{"checkpoint": "m.pt", "unlabeled": "u", "resolved": {}}'
+    cases = {"absent": None, "empty": {}, "foreign": {"x.txt": "x"}, "users_config": {"config.json": '{"a": 1}'},
+             "unfinished": {"config.json": run_config, "resume.pt": "x"},
+             "started": {"config.json": run_config},
+             "finished": {"config.json": run_config, "summary.json": "{}"},
+             "old": {"config.json": run_config, "metrics.jsonl": ""}}
+    expected = {"absent": "absent", "empty": "empty", "foreign": "foreign", "users_config": "foreign",
+                "unfinished": "unfinished", "started": "unfinished", "finished": "finished", "old": "foreign"}
+    for name, files in cases.items():
+        folder = tmp_path / name
+        if files is not None:
+            folder.mkdir()
+            for file, text in files.items():
+                (folder / file).write_text(text)
+        assert resume_points.folder_state(folder).status == expected[name], name
+    with pytest.raises(ConfigError, match="earlier run that has no resume point"):
+        resume_points.check_out_folder(tmp_path / "old", {"checkpoint": "m.pt"})
+    assert resume_points.suggest_name(tmp_path / "old") == tmp_path / "old-2"
