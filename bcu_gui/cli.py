@@ -1,26 +1,29 @@
 """``bcu``: the headless front end. It drives the same core job API as the desktop app.
 
-Exit codes: 0 success, 1 unexpected failure, 2 bad input (one line on stderr), 130 interrupted (Ctrl-C stops
-at the next batch and keeps the run folder).
+Exit codes: 0 success, 1 unexpected failure, 2 bad input (one line on stderr), 128 + the signal's number when
+stopped by a signal (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP: each stops at the next batch, saves and keeps the
+run folder resumable; a second signal exits at once), 141 when stdout's reader went away (``| head``).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import signal
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from .common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, OneLineParser, pct
+from .core.atomic import dumps
 from .core.errors import BcuError, ConfigError
 from .core.events import Failed, Finished
 from .core.groups import PRESET_NAMES, parse_ratios
 from .common import KEEP_CHOICES, KEEP_HELP
 
 
-def _model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("checkpoint", help="suspicious model: .pt/.pth/.bin/.ckpt, .safetensors, TorchScript, "
+def _model_args(p: argparse.ArgumentParser, optional: bool = False) -> None:
+    p.add_argument("checkpoint", nargs="?" if optional else None, help="suspicious model: .pt/.pth/.bin/.ckpt, .safetensors, TorchScript, "
                    "or BackdoorBench's attack_result.pt")
     p.add_argument("--arch", help="architecture name when it cannot be inferred (see `bcu archs`)")
     p.add_argument("--input-size", type=int, help="input image size in pixels (square)")
@@ -54,8 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     _eval_args(p)
 
     p = sub.add_parser("cleanse", help="remove a backdoor by distilling a re-initialised student")
-    _model_args(p)
-    p.add_argument("--unlabeled", metavar="DIR", required=True, help="unlabelled images to distil on")
+    _model_args(p, optional=True)
+    p.add_argument("--unlabeled", metavar="DIR", help="unlabelled images to distil on (required for a new run)")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue an unfinished run (stopped, killed, crashed) from its last completed epoch")
+    p.add_argument("--config", metavar="FILE",
+                   help="repeat a run: the settings of a run's config.json (or its folder) into a new --out")
     _cleanse_args(p)
 
     p = sub.add_parser("demo", help="cleanse the built-in backdoored digits model (no data needed)")
@@ -118,7 +125,28 @@ def _batch_size(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"expected a whole number or 'auto', got '{text}'") from None
 
 
+class _Abort(BaseException):  # like KeyboardInterrupt: no "except Exception" in the job may swallow it
+    """A second stop signal: give up at once (the run folder keeps its last resume point)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+# Ctrl-C, ``kill`` / a scheduler / ``timeout`` (SIGTERM) and a closed terminal or logout (SIGHUP)
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:  # `bcu inspect X | head -3`: the reader left; say nothing more, least of all a trace
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's final flush must not raise again
+        return 128 + getattr(signal, "SIGPIPE", 13)
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "archs":
@@ -138,6 +166,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("bcu: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except _Abort as stop:
+        print(f"bcu: {signal.Signals(stop.signum).name} again: aborted without saving; the run folder keeps its "
+              "last completed epoch (continue it with `bcu cleanse --resume RUN_DIR`)", file=sys.stderr)
+        return 128 + stop.signum
+    except BrokenPipeError:
+        raise
     except Exception as exc:  # inspect/evaluate: never a traceback, whatever a hostile file does
         print(f"bcu: error: {_failure_line(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -177,7 +211,7 @@ def _inspect(args: argparse.Namespace) -> int:
     groups = layer_groups(model.module)
     ratios = preset_ratios(args.preset, groups)
     if args.json:
-        print(json.dumps({
+        print(dumps({
             "checkpoint": str(model.path), "format": model.source_format, **model.metadata(),
             "parameters": model.parameter_count, "notes": model.notes, "sources": model.sources,
             "fresh_weights": model.init_rule,
@@ -223,7 +257,7 @@ def _evaluate(args: argparse.Namespace) -> int:
               "clean_images": len(sets.clean) if sets.clean else 0,
               "triggered_images": len(sets.triggered) if sets.triggered else 0}
     if args.json:
-        print(json.dumps(result))
+        print(dumps(result))
     else:
         if result["acc"] is not None:
             print(f"ACC  {pct(result['acc'])}  ({result['clean_images']} clean images)")
@@ -236,6 +270,10 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _config(args: argparse.Namespace):
     from .core.job import CleanseConfig
 
+    if args.command == "cleanse" and (args.resume or args.config):
+        return _config_of_run(args)
+    if args.command == "cleanse" and not (args.checkpoint and args.unlabeled):
+        raise ConfigError("cleanse needs a checkpoint and --unlabeled DIR (or --resume RUN_DIR, or --config FILE)")
     overrides = {k: v for k, v in {"preset": args.preset, "epochs": args.epochs, "batch_size": args.batch_size,
                                    "lr": args.lr, "hard_labels": args.hard_labels,
                                    "cosine_period": args.cosine_period, "flip": args.flip,
@@ -266,20 +304,77 @@ def _config(args: argparse.Namespace):
                          trust_checkpoint=args.trust_checkpoint, **common, **overrides)
 
 
+def _config_of_run(args: argparse.Namespace):
+    """``--resume RUN_DIR``: that run's settings, into that folder; ``--config FILE``: a file's, into a new one."""
+    from .core.job import CleanseConfig
+
+    if args.resume and args.config:
+        raise ConfigError("give --resume RUN_DIR (continue a run) or --config FILE (repeat one), not both")
+    if args.checkpoint or args.unlabeled:
+        raise ConfigError(f"{'--resume' if args.resume else '--config'} takes the checkpoint and images from the "
+                          "run's settings; leave out the checkpoint and --unlabeled")
+    if args.resume:
+        if args.out and Path(args.out).resolve() != Path(args.resume).resolve():
+            raise ConfigError("--resume continues the run in its own folder; leave out --out")
+        cfg = CleanseConfig.from_run(args.resume, out=args.resume)
+        changed = [flag for flag, value in (("--preset", args.preset), ("--epochs", args.epochs),
+                                            ("--batch-size", args.batch_size), ("--lr", args.lr),
+                                            ("--ratios", args.ratios)) if value is not None]
+        if changed:
+            raise ConfigError(f"a resumed run keeps its settings; {', '.join(changed)} cannot change them "
+                              "(repeat it with --config RUN_DIR/config.json to change settings)")
+        return cfg
+    source = Path(args.config)
+    cfg = CleanseConfig.from_run(source if source.is_dir() else source.parent, out=args.out) \
+        if source.is_dir() or source.name == "config.json" else _config_file(source, args.out)
+    for key, value in {"preset": args.preset, "epochs": args.epochs, "batch_size": args.batch_size,
+                       "lr": args.lr}.items():
+        if value is not None:
+            setattr(cfg, key, value)
+    if args.ratios:
+        cfg.ratios = parse_ratios(args.ratios)
+    if args.device != "auto":
+        cfg.device = args.device
+    return cfg
+
+
+def _config_file(path: Path, out: str | None):
+    """A config saved under another name than config.json."""
+    import json
+
+    from .core.job import CleanseConfig
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path} does not exist") from None
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} does not hold a config")
+    cfg = CleanseConfig.from_dict(data)
+    cfg.out = out
+    return cfg
+
+
 def _cleanse(args: argparse.Namespace) -> int:
     from .core.job import CleanseJob
     from .console import ConsoleReporter, JsonReporter
 
-    job = CleanseJob(_config(args))
+    resume = args.command == "cleanse" and bool(args.resume)
+    job = CleanseJob(_config(args), resume=resume)
     reporter = JsonReporter() if args.json else ConsoleReporter()
+    stopped_by: list[int] = []
 
-    def on_interrupt(signum, frame):  # first Ctrl-C: stop at the next batch and save; second: give up
+    def on_signal(signum, frame):  # the first stop signal: stop at the next batch and save; a second: give up
         if job.cancelled:
-            raise KeyboardInterrupt
-        print("\nbcu: stopping after this batch (Ctrl-C again to abort)...", file=sys.stderr)
-        job.cancel()
+            raise _Abort(signum)
+        stopped_by.append(signum)
+        name = signal.Signals(signum).name
+        print(f"\nbcu: {name}: stopping after this batch and saving ({name} again to abort)...", file=sys.stderr)
+        job.cancel(name)
 
-    previous = signal.signal(signal.SIGINT, on_interrupt)
+    previous = {s: signal.signal(s, on_signal) for s in STOP_SIGNALS}
     try:
         for event in job.events():
             reporter.handle(event)
@@ -287,9 +382,13 @@ def _cleanse(args: argparse.Namespace) -> int:
                 print(f"bcu: error: {event.message}", file=sys.stderr)
                 return EXIT_BAD_INPUT if event.kind == "input" else EXIT_FAILED
             if isinstance(event, Finished):
-                return EXIT_INTERRUPTED if event.cancelled else EXIT_OK
+                if event.cancelled:
+                    print(f"bcu: stopped; continue with `bcu cleanse --resume {event.run_dir}`", file=sys.stderr)
+                    return 128 + stopped_by[0] if stopped_by else EXIT_INTERRUPTED
+                return EXIT_OK
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
         reporter.close()
     return EXIT_FAILED
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
 from .common import pct as _pct
+from .core.atomic import dumps
 from .core.events import EpochEnd, Event, Failed, Finished, Log, Paused, Resumed, Started, Step, to_record
 
 
@@ -62,7 +62,7 @@ class ConsoleReporter:
         if isinstance(event, Log):
             line = _log_line(event)
             if not self._preamble.add(line):
-                (self._bar.write if self._bar else lambda m: print(m, file=sys.stderr))(line)
+                self._write(line)
         elif isinstance(event, Started):
             self._preamble.flush()
             print(f"teacher: ACC {pct(event.teacher_acc)}  ASR {pct(event.teacher_asr)}", file=sys.stderr)
@@ -72,9 +72,9 @@ class ConsoleReporter:
             self._bar.update(event.step - self._bar.n)  # steps arrive throttled: move to the step reached
             self._bar.set_postfix(epoch=event.epoch + 1, loss=f"{event.loss:.4f}", refresh=False)
         elif isinstance(event, (Paused, Resumed)) and self._bar is not None:
-            self._bar.write(f"{'paused' if isinstance(event, Paused) else 'resumed'} at step {event.step}")
+            self._write(f"{'paused' if isinstance(event, Paused) else 'resumed'} at step {event.step}")
         elif isinstance(event, EpochEnd) and self._bar is not None:
-            self._bar.write(f"epoch {event.epoch:3d}/{event.epochs}  loss {event.loss:.4f}  ACC {pct(event.acc)}  "
+            self._write(f"epoch {event.epoch:3d}/{event.epochs}  loss {event.loss:.4f}  ACC {pct(event.acc)}  "
                             f"ASR {pct(event.asr)}  agreement {pct(event.agreement)}  T {event.temperature:.2f}  "
                             f"{event.seconds:.1f} s{_extra_text(event.extra)}")
         elif isinstance(event, Finished):
@@ -92,6 +92,13 @@ class ConsoleReporter:
         elif isinstance(event, Failed):
             self.close()
 
+    def _write(self, line: str) -> None:
+        """A line above the bar, on stderr: tqdm's ``write`` defaults to stdout, which is for results only."""
+        if self._bar is not None:
+            self._bar.write(line, file=sys.stderr)
+        else:
+            print(line, file=sys.stderr)
+
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
@@ -108,7 +115,7 @@ class JsonReporter:
         if isinstance(event, Started):
             self._preamble.flush()
         if isinstance(event, (EpochEnd, Finished, Started)):
-            print(json.dumps(to_record(event)), flush=True)
+            print(dumps(to_record(event)), flush=True)  # null, never bare NaN
         elif isinstance(event, Log) and not self._preamble.add(_log_line(event)):
             print(_log_line(event), file=sys.stderr)
 

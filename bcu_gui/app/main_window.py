@@ -14,7 +14,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QSize, Qt, QTimer
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
-from PySide6.QtWidgets import (QLabel, QMainWindow, QMessageBox, QPushButton, QScrollArea, QSplitter,
+from PySide6.QtWidgets import (QFileDialog, QLabel, QMainWindow, QMessageBox, QPushButton, QScrollArea, QSplitter,
                                QStackedWidget, QHBoxLayout, QVBoxLayout, QWidget)
 
 from .. import __version__
@@ -200,6 +200,11 @@ class MainWindow(QMainWindow):
         file_menu.addAction(self.open_action)
         self.recent_menu = file_menu.addMenu("Recent files")
         self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
+        self.resume_action = QAction("&Resume run…", self)
+        self.resume_action.setToolTip("Continue an unfinished run (stopped, crashed or killed) from its last "
+                                      "completed epoch")
+        self.resume_action.triggered.connect(self.choose_run_to_resume)
+        file_menu.addAction(self.resume_action)
         file_menu.addSeparator()
         file_menu.addAction(rv.save_action)
         file_menu.addSeparator()
@@ -384,6 +389,29 @@ class MainWindow(QMainWindow):
         assert model is not None
         return self.run_view.start(cfg, model, self.reinit_panel.preset_label(), keep_reference)
 
+    def choose_run_to_resume(self) -> None:
+        if self._refuse_while_running():
+            return
+        from ..core.runs import default_runs_root
+
+        start = default_runs_root()
+        path = QFileDialog.getExistingDirectory(self, "Resume an unfinished run",
+                                                str(start if start.is_dir() else Path.home()))
+        if path:
+            self.resume_run(path)
+
+    def resume_run(self, path: str | Path) -> bool:
+        """Continue the unfinished run in ``path``; False (after a dialog saying why) when it cannot."""
+        from .resume_run import open_unfinished_run
+
+        if self._refuse_while_running():
+            return False
+        opened = open_unfinished_run(self, path)
+        if opened is None:
+            return False
+        cfg, model = opened
+        return self.run_view.start(cfg, model, f"{cfg.preset} (resumed)", resume=True)
+
     def run_again_with_paper(self) -> bool:
         """The demo's comparison: same inputs, the paper's ratios; the previous curves stay as references."""
         self.run_view.keep_as_reference()
@@ -393,7 +421,7 @@ class MainWindow(QMainWindow):
     def _on_running_changed(self, running: bool) -> None:
         for panel in self.input_panels:
             panel.setEnabled(not running)
-        for action in (self.open_action, self.demo_action):
+        for action in (self.open_action, self.demo_action, self.resume_action):
             action.setEnabled(not running)
         self.recent_menu.setEnabled(not running)
         self.welcome_demo_button.setEnabled(not running)

@@ -22,7 +22,7 @@ from ..common import pct
 from ..core.events import EpochEnd, Event, Failed, Finished, Log, Paused, Resumed, Started, Step
 from ..core.job import CleanseConfig, CleanseJob
 from ..core.models import LoadedModel
-from ..core.runs import MODEL_STEM, save_model
+from ..core.runs import MODEL_STEM, model_files, save_model
 from . import dialogs
 from .log_pane import LogPane
 from .panels.common import wait_cursor
@@ -32,7 +32,8 @@ from .settings import AppSettings
 from .worker import JobRunner
 
 FAILURE_TITLES = {"memory": "Out of memory", "disk": "Disk full", "input": "Cannot run with these inputs",
-                  "internal": "Unexpected error"}
+                  "diverged": "Training diverged", "internal": "Unexpected error"}
+MODEL_FILTER = "PyTorch state_dict (*.pt);;safetensors (*.safetensors)"
 START_KEYS = (QKeySequence("F5"), QKeySequence("Ctrl+Return"))
 PAUSE_KEYS = (QKeySequence("F6"),)
 STOP_KEYS = (QKeySequence("Shift+F5"),)
@@ -59,7 +60,9 @@ class RunView(QObject):
         super().__init__(window)
         self._window, self._settings, self.log_pane, self._status = window, settings, log_pane, status
         self.runner = JobRunner(self)
-        self.job_factory: JobFactory = lambda cfg, model: CleanseJob(cfg, model=model)
+        self._resume_next = False  # the next start continues the unfinished run in cfg.out
+        self.job_factory: JobFactory = lambda cfg, model: CleanseJob(cfg, model=model, resume=self._resume_next)
+        self.job: object | None = None  # the last run's job (its ``trained`` model outlives a full disk)
         self.offer_paper_comparison = False  # the demo offers "run again with the paper's ratios"
         self.last_config: CleanseConfig | None = None
         self.last_finished: Finished | None = None
@@ -129,10 +132,15 @@ class RunView(QObject):
         self.pause_action.setText("Resume" if self.runner.is_paused else "Pause")
 
     # ----------------------------------------------------------------------------------------- control
-    def start(self, cfg: CleanseConfig, model: LoadedModel, preset_label: str, keep_reference: bool = False) -> bool:
-        """Start a run of ``cfg`` on the already loaded ``model``; False if one is running."""
+    def start(self, cfg: CleanseConfig, model: LoadedModel, preset_label: str, keep_reference: bool = False,
+              resume: bool = False) -> bool:
+        """Start a run of ``cfg`` on the already loaded ``model``; False if one is running.
+
+        ``resume``: continue the unfinished run in ``cfg.out`` from its last completed epoch.
+        """
         if self.runner.is_running:
             return False
+        self._resume_next = resume
         self.last_config, self._run_model, self._preset_label = cfg, model, preset_label
         self.last_finished = self.last_failed = None
         self._stopping = self._ended = False
@@ -146,7 +154,8 @@ class RunView(QObject):
                                      f"{cfg.batch_size or 'auto'}, keep {cfg.keep}, lr {cfg.lr:g}, device {cfg.device}; run folder {cfg.out}")
         self.summary.show_text("Preparing the run…")
         self.run_panel.begin()
-        self.runner.start(self.job_factory(cfg, model))
+        self.job = self.job_factory(cfg, model)
+        self.runner.start(self.job)
         self._status("Running…")
         return True
 
@@ -254,7 +263,51 @@ class RunView(QObject):
         self._status("The run failed.")
         self._update_actions()
         dialogs.error(self._window, FAILURE_TITLES.get(event.kind, "The run failed"), text)
+        if event.kind == "diverged" and self.last_config is not None:
+            folder = Path(self.last_config.out or "")
+            self.result_dir = folder if (folder / f"{MODEL_STEM}.pt").is_file() else None  # the last finite epoch
+            self._update_actions()
+        if event.kind == "disk":
+            self.offer_save_elsewhere()
         self.run_failed.emit(event)
+
+    def offer_save_elsewhere(self) -> None:
+        """The run folder's disk was full: the trained model is still in memory; offer to save it elsewhere."""
+        if getattr(self.job, "trained", None) is None:
+            return
+        if not dialogs.ask(self._window, "Save the model elsewhere?",
+                           "The disk of the run folder is full, but the trained model is still in memory. "
+                           "Save it to another folder or disk now?"):
+            return
+        path, _ = QFileDialog.getSaveFileName(self._window, "Save the trained model elsewhere",
+                                              str(Path(self._settings.last_dir("save")) / "cleansed.pt"),
+                                              MODEL_FILTER, options=QFileDialog.Option.DontConfirmOverwrite)
+        if path:
+            self.save_trained_to(path)
+
+    def save_trained_to(self, path: str | Path) -> list[Path] | None:
+        """Save the model the last job kept in memory (after a full disk); None when cancelled or failed."""
+        if getattr(self.job, "trained", None) is None or not self.confirm_replace(path):
+            return None
+        try:
+            with wait_cursor():
+                files = self.job.save_trained(path)  # type: ignore[union-attr]
+        except OSError as exc:
+            dialogs.error(self._window, "Cannot save the model", _write_failure(exc, path))
+            return None
+        self.log_pane.append_message("saved the trained model: " + ", ".join(str(f) for f in files))
+        self._status(f"Saved {files[0]}")
+        return files
+
+    def confirm_replace(self, path: str | Path) -> bool:
+        """Ask before replacing any of the files a save writes, sidecars included; True: go ahead."""
+        existing = [f for f in model_files(path) if f.exists()]
+        if not existing:
+            return True
+        names = "\n".join(f"  {f.name}" for f in existing)
+        return dialogs.ask(self._window, "Replace existing files?",
+                           f"Saving as {Path(path).name} writes three files; in {existing[0].parent} these "
+                           f"already exist and would be replaced:\n{names}\n\nReplace them?")
 
     def _on_running_changed(self, running: bool) -> None:
         if not running:
@@ -276,8 +329,9 @@ class RunView(QObject):
             return
         stem = self._run_model.path.stem if self._run_model else "model"
         start = str(Path(self._settings.last_dir("save")) / f"{stem}-cleansed.pt")
-        path, _ = QFileDialog.getSaveFileName(self._window, "Save cleansed model", start,
-                                              "PyTorch state_dict (*.pt);;safetensors (*.safetensors)")
+        # our own question names every file replaced (the dialog's would name only the one typed)
+        path, _ = QFileDialog.getSaveFileName(self._window, "Save cleansed model", start, MODEL_FILTER,
+                                              options=QFileDialog.Option.DontConfirmOverwrite)
         if path:
             self._settings.set_last_dir("save", path)
             self.save_cleansed_to(path)
@@ -286,6 +340,8 @@ class RunView(QObject):
         """Save the last run's student to ``path`` (.pt + .safetensors + .json sidecar); None on failure."""
         if self.result_dir is None or self._run_model is None:
             dialogs.error(self._window, "Nothing to save", "no finished or stopped run has a model to save yet")
+            return None
+        if not self.confirm_replace(path):
             return None
         source = self.result_dir / f"{MODEL_STEM}.pt"
         sidecar = self.result_dir / f"{MODEL_STEM}.json"
@@ -297,8 +353,7 @@ class RunView(QObject):
                 meta = json.loads(sidecar.read_text()) if sidecar.is_file() else self._run_model.metadata()
                 files = save_model(student, path, meta)
         except OSError as exc:
-            dialogs.error(self._window, "Cannot save the cleansed model",
-                          f"could not write {exc.filename or path}: {exc.strerror or exc}")
+            dialogs.error(self._window, "Cannot save the cleansed model", _write_failure(exc, path))
             return None
         except Exception as exc:  # a damaged run folder: say so, keep the app usable
             dialogs.error(self._window, "Cannot save the cleansed model",
@@ -307,3 +362,13 @@ class RunView(QObject):
         self.log_pane.append_message("saved the cleansed model: " + ", ".join(str(f) for f in files))
         self._status(f"Saved {files[0]}")
         return files
+
+
+def _write_failure(exc: OSError, path: str | Path) -> str:
+    """One sentence for a failed save: a full disk is named as such (nothing half-written was left)."""
+    import errno
+
+    if exc.errno == errno.ENOSPC:
+        return (f"the disk is full: could not write {exc.filename or path}; nothing half-written was left. "
+                "Free some space or choose another folder")
+    return f"could not write {exc.filename or path}: {exc.strerror or exc}"

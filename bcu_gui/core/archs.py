@@ -250,6 +250,12 @@ def infer_architecture(state: Mapping[str, torch.Tensor], name: str | None = Non
     if best is None:
         raise ArchitectureError("no architecture could be checked (torchvision unavailable?)")
     _, spec, missing, unexpected = best
+    if name:  # the user named it: advising "name the architecture" would send them round in a circle
+        raise ArchitectureError(
+            f"the weights do not fit {spec.name} ({spec.title}): {len(missing)} missing key(s) {_few(missing)} "
+            f"and {len(unexpected)} unexpected key(s) {_few(unexpected)}; leave the architecture out to let "
+            "BCU Studio infer it, or name another one (see `bcu archs`)"
+        )
     raise ArchitectureError(
         f"the weights match no known architecture; closest is {spec.name} ({spec.title}) with "
         f"{len(missing)} missing key(s) {_few(missing)} and {len(unexpected)} unexpected key(s) "

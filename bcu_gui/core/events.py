@@ -12,7 +12,7 @@ from typing import Literal, Union
 from .summary import RunSummary
 
 LogLevel = Literal["info", "warning"]
-FailureKind = Literal["input", "memory", "disk", "internal"]
+FailureKind = Literal["input", "memory", "disk", "diverged", "internal"]
 
 
 @dataclass(frozen=True)

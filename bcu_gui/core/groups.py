@@ -218,6 +218,8 @@ def parse_ratios(text: str) -> dict[str, float]:
         name, sep, value = part.partition("=")
         if not sep:
             raise ConfigError(f"ratio '{part.strip()}' needs the form group=value, e.g. layer4=0.27")
+        if name.strip() in ratios:
+            raise ConfigError(f"ratio for '{name.strip()}' is given twice; give each group once")
         try:
             ratios[name.strip()] = float(value)
         except ValueError:

@@ -26,6 +26,7 @@ from typing import Iterator, Sequence
 import torch
 
 from ..common import KEEP_CHOICES
+from . import resume as resume_points
 from . import training
 from .batching import BatchChoice, choose_batch_size, steps_per_epoch
 from .bundled import resolve_eval_sets
@@ -37,7 +38,7 @@ from .events import Event, Failed, Finished, Log, Paused, Resumed, Started
 from .groups import CONFIG_PRESETS, layer_groups, resolve_ratios
 from .models import LoadedModel, load_model
 from .reinit import ReinitReport, build_student
-from .runs import RunFolder, new_run_dir
+from .runs import RunFolder, new_run_dir, save_model
 from .saveback import save_original_form
 from .summary import ReinitRecord, Scores
 from .training import Distiller, RunHook, RunState, StepThrottle, distillation_loss  # noqa: F401 (re-export)
@@ -157,8 +158,13 @@ class CleanseJob:
     """
 
     def __init__(self, config: CleanseConfig, model: LoadedModel | None = None, *,
-                 hooks: Sequence[RunHook] = (), step_rate: float = training.STEP_EVENTS_PER_SECOND) -> None:
+                 hooks: Sequence[RunHook] = (), step_rate: float = training.STEP_EVENTS_PER_SECOND,
+                 resume: bool = False) -> None:
         self.config = config
+        self._resume = resume  # continue the unfinished run in ``config.out`` (an error if there is none)
+        self.stop_reason: str | None = None
+        self.trained: tuple[torch.nn.Module, dict] | None = None  # (student, metadata) once training ended
+        self.run_dir: Path | None = None
         self._model = model
         self._hooks = tuple(hooks)
         self._step_rate = step_rate
@@ -174,7 +180,10 @@ class CleanseJob:
     def resume(self) -> None:
         self._go.set()
 
-    def cancel(self) -> None:
+    def cancel(self, reason: str | None = None) -> None:
+        """Stop at the next batch and save; ``reason`` (e.g. 'SIGTERM') is recorded in the summary's note."""
+        if reason and self.stop_reason is None:
+            self.stop_reason = reason
         self._cancel.set()
         self._go.set()
 
@@ -200,9 +209,7 @@ class CleanseJob:
                          detail=traceback.format_exc())
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
-                yield Failed(message=f"the disk is full: could not write {exc.filename or 'the run folder'}; "
-                                     "free some space or choose another output folder", kind="disk",
-                             detail=traceback.format_exc())
+                yield Failed(message=self._disk_full_message(exc), kind="disk", detail=traceback.format_exc())
             else:
                 yield Failed(message=f"could not read or write {exc.filename or 'a file'}: {exc.strerror or exc}",
                              kind="input", detail=traceback.format_exc())
@@ -210,12 +217,31 @@ class CleanseJob:
             yield Failed(message=f"unexpected error: {type(exc).__name__}: {exc}", kind="internal",
                          detail=traceback.format_exc())
 
+    def _disk_full_message(self, exc: OSError) -> str:
+        kept = "; the trained model is kept in memory" if self.trained is not None else ""
+        again = (f"; free some space and continue from the last completed epoch with "
+                 f"`bcu cleanse --resume {self.run_dir}`" if self.run_dir is not None
+                 and (self.run_dir / resume_points.RESUME_FILE).exists() else "; free some space")
+        return (f"the disk is full: could not write {exc.filename or 'the run folder'}{kept}{again}, "
+                "or choose another output folder")
+
+    def save_trained(self, path: str | Path) -> list[Path]:
+        """Save the trained student (kept in memory when the run folder's disk was full) to ``path``."""
+        if self.trained is None:
+            raise ConfigError("there is no trained model to save")
+        student, metadata = self.trained
+        return save_model(student, path, metadata)
+
     def _run(self) -> Iterator[Event]:
         cfg = self.config
         cfg.validate()
         if cfg.keep == "proxy" and not any("proxy_asr" in h.provides for h in self._hooks):
             raise ConfigError("keeping the lowest-proxy-ASR epoch needs a trigger scan's proxy ASR every epoch, "
                               "and this run has none: add the scan (bcu cleanse --scan) or keep last, best or ema")
+        if self._resume and not cfg.out:
+            raise ConfigError("resuming needs the run folder of the unfinished run")
+        # before anything slow: a folder holding earlier work is never overwritten
+        continuing = resume_points.check_out_folder(cfg.out, cfg.to_dict(), self._resume) if cfg.out else False
         plan = plan_compute(cfg.device, cfg.precision, cfg.channels_last)
         if self._model is None:  # a model handed in was already described by whoever loaded it
             yield Log(message=f"loading {cfg.checkpoint}")
@@ -251,13 +277,15 @@ class CleanseJob:
         batch = choose_batch_size(len(unlabeled), cfg.batch_size)
         yield Log(message=batch.reason)
         run = RunFolder(cfg.out or new_run_dir())
-        run.write_config({**cfg.to_dict(), RESOLVED_KEY: {"ratios": ratios, "model": model.metadata(),
-                                                          "device": plan.describe(), "batch_size": batch.size,
-                                                          "batch_automatic": batch.automatic,
-                                                          "batch_reason": batch.reason}})
+        self.run_dir = run.path
+        if not continuing:  # an unfinished run keeps the config it started with (same settings, checked)
+            run.write_config({**cfg.to_dict(), RESOLVED_KEY: {"ratios": ratios, "model": model.metadata(),
+                                                              "device": plan.describe(), "batch_size": batch.size,
+                                                              "batch_automatic": batch.automatic,
+                                                              "batch_reason": batch.reason}})
         yield Log(message=f"run folder: {run.path}; compute: {plan.describe()}")
         self.batch = batch
-        yield from self._train(model, student, unlabeled.images, sets, report, plan, run)
+        yield from self._train(model, student, unlabeled.images, sets, report, plan, run, continuing)
 
     def _distiller(self, model: LoadedModel, student: torch.nn.Module, images: torch.Tensor, sets: EvalSets,
                    plan) -> Distiller:
@@ -279,9 +307,17 @@ class CleanseJob:
         return distiller
 
     def _train(self, model: LoadedModel, student: torch.nn.Module, images: torch.Tensor, sets: EvalSets,
-               report: ReinitReport, plan, run: RunFolder) -> Iterator[Event]:
+               report: ReinitReport, plan, run: RunFolder, continuing: bool = False) -> Iterator[Event]:
         cfg = self.config
         d = self._distiller(model, student, images, sets, plan)
+        if continuing and (run.path / resume_points.RESUME_FILE).exists():
+            teacher = d.state.teacher
+            resume_points.restore(d, resume_points.read_point(run.path))
+            d.state.teacher = d.state.teacher or teacher
+            run.keep_metrics(d.state.epoch)
+            yield Log(message=f"resuming {run.path} after epoch {d.state.epoch} of {d.state.epochs}")
+        else:
+            resume_points.save_point(run.path, d)  # a kill during the first epoch resumes from the start
         state = d.state
         assert state.teacher is not None
         yield Started(epochs=state.epochs, steps_per_epoch=state.steps_per_epoch, images=len(images),
@@ -300,14 +336,23 @@ class CleanseJob:
                     yield from self._wait_while_paused(state, clock)
                 if self._cancel.is_set():
                     break
-                throttle.add(d.step())
+                loss = d.step()
+                if not math.isfinite(loss):
+                    yield from self._diverged(d, model, run, report, f"the loss became {loss}")
+                    return
+                throttle.add(loss)
                 clock.tick()
                 if throttle.due(end_of_epoch=state.epoch_step == state.steps_per_epoch):
                     yield d.step_event(throttle.take())
             else:
+                # a step can blow the weights up while its own loss was still finite: never keep such an epoch
+                if not _all_finite(d.student):
+                    yield from self._diverged(d, model, run, report, "the weights became non-finite")
+                    return
                 record = d.end_epoch(seconds=clock.seconds() - epoch_start)
                 clock.tick()
                 run.append_metrics(dataclasses.asdict(record))
+                resume_points.save_point(run.path, d)
                 yield record
                 continue
             break  # cancelled inside the epoch
@@ -315,6 +360,7 @@ class CleanseJob:
 
         cancelled = self._cancel.is_set()
         cleansed = d.finish()
+        self.trained = (d.student, model.metadata())
         files = run.save_model(d.student, model.metadata())
         original_form, save_warning = save_original_form(model, d.student, run.path)
         files += original_form
@@ -326,12 +372,41 @@ class CleanseJob:
                             model_files=[str(p) for p in files], run_dir=str(run.path))
         if self.batch is not None:
             summary = dataclasses.replace(summary, batch_reason=self.batch.reason)
+        if cancelled and self.stop_reason:
+            summary = dataclasses.replace(summary, note=f"stopped ({self.stop_reason}): {summary.note}")
         run.write_summary(summary.to_dict())
+        if not cancelled:  # finished: the folder is no longer an unfinished run
+            resume_points.discard(run.path)
         if save_warning:
             yield Log(message=save_warning, level="warning")
         if cancelled:
             yield Log(message=summary.note, level="warning")
         yield Finished(summary=summary)
+
+    def _diverged(self, d: Distiller, model: LoadedModel, run: RunFolder, report: ReinitReport,
+                  what: str) -> Iterator[Event]:
+        """A non-finite loss: go back to the last resume point (the last finite state), save it, and fail.
+
+        Training on would only spread NaN through every weight, and a NaN model "measures" ASR 100% (the
+        argmax of NaN is class 0); what is saved is the student at the end of the last completed epoch.
+        """
+        cfg = self.config
+        step = d.state.step
+        resume_points.restore(d, resume_points.read_point(run.path))
+        cleansed = d.finish()
+        self.trained = (d.student, model.metadata())
+        files = run.save_model(d.student, model.metadata())
+        where = (f"the student at the end of epoch {d.state.epoch}" if d.state.epoch
+                 else "the re-initialised student before training")
+        message = (f"training diverged: {what} at step {step}; the saved model is {where} "
+                   f"(in {run.path}); lower the learning rate (it was {cfg.lr:g}) and run again")
+        summary = d.summary(cleansed=cleansed, cancelled=True, preset=cfg.preset,
+                            reinit=ReinitRecord(ratios=report.ratios, counts=report.counts, totals=report.totals,
+                                                seed=report.seed),
+                            model_files=[str(p) for p in files], run_dir=str(run.path))
+        run.write_summary(dataclasses.replace(summary, note=message).to_dict())
+        resume_points.discard(run.path)  # resuming would diverge again: the run is over
+        yield Failed(message=message, kind="diverged")
 
     def _wait_while_paused(self, state: RunState, clock: "_TrainingClock") -> Iterator[Event]:
         yield Paused(step=state.step)
@@ -362,6 +437,11 @@ class _TrainingClock:
 
     def resume(self) -> None:
         self._mark = time.perf_counter()
+
+
+def _all_finite(module: torch.nn.Module) -> bool:
+    """Every floating-point parameter and buffer finite (one reduction per tensor, once an epoch)."""
+    return all(bool(torch.isfinite(t).all()) for t in module.state_dict().values() if t.is_floating_point())
 
 
 def _flush(d: Distiller, throttle: StepThrottle) -> Iterator[Event]:

@@ -93,12 +93,24 @@ def load_model(path: str | Path, *, arch: str | None = None, trust: bool = False
     norm = _normalization(normalize, meta, dataset, spec, sources)
     init_rule = spec.init_rule(style) if spec is not None else DEFAULT_INIT_RULE
     notes.append(f"fresh weights: {init_rule}")
+    _refuse_non_finite(module, raw.path)
     module.eval()
     name = spec.name if spec else type(raw.module).__name__
     for setting in ("input size", "normalisation"):
         notes.append(f"{setting} from {sources[setting]}")
     return LoadedModel(module, raw.path, raw.format, spec, name, num_classes, width, size, norm, notes, style,
                        init_rule, sources, raw)
+
+
+def _refuse_non_finite(module: nn.Module, path: Path) -> None:
+    """NaN or Inf weights make every output NaN, whose argmax is class 0: a model that 'cleanses' to nonsense
+    and reports ASR 100%. Refuse it at load, naming the first bad tensors."""
+    bad = [name for name, t in (*module.named_parameters(), *module.named_buffers())
+           if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise CheckpointError(f"{Path(path).name} holds non-finite weights (NaN or Inf) in {', '.join(bad[:3])}{more}; "
+                              "a model like that cannot be measured or cleansed")
 
 
 def _dataset(meta: dict, notes: list[str]) -> tuple[str, Normalization, int] | None:
@@ -181,7 +193,7 @@ def _from_module(raw: RawCheckpoint, meta: dict, size: int | None, notes: list[s
 def _stated_input_size(override: int | None, meta: dict, dataset: tuple | None, sources: dict[str, str],
                        raw: RawCheckpoint) -> int | None:
     """The input size the user, the checkpoint or its dataset states (checked), else None."""
-    if override:
+    if override is not None:
         if not MIN_INPUT_SIZE <= override <= MAX_INPUT_SIZE:
             raise ConfigError(f"input size must lie between {MIN_INPUT_SIZE} and {MAX_INPUT_SIZE} pixels, "
                               f"got {override}")
@@ -214,7 +226,7 @@ def _normalization(override: str | Normalization | None, meta: dict, dataset: tu
     if isinstance(override, Normalization):
         sources["normalisation"] = "your setting"
         return override
-    if override:
+    if override is not None:  # an empty value is a mistake to report, not a request for the default
         sources["normalisation"] = "your setting"
         return parse_normalization(override)
     stated = from_metadata(meta)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from .errors import ConfigError
@@ -71,6 +72,8 @@ def _triple(values: list[float], what: str) -> tuple[float, float, float]:
 def make_normalization(mean: list[float], std: list[float], name: str = "custom") -> Normalization:
     """Validate custom statistics: three (or one, broadcast) means and strictly positive stds."""
     m, s = _triple([float(v) for v in mean], "mean"), _triple([float(v) for v in std], "std")
+    if not all(math.isfinite(v) for v in (*m, *s)):  # NaN would pass the std > 0 test and poison every input
+        raise ConfigError(f"normalisation numbers must be finite, got mean {list(m)} and std {list(s)}")
     if any(v <= 0 for v in s):
         raise ConfigError(f"normalisation std must be positive, got {list(s)}")
     for preset in PRESETS.values():
@@ -82,6 +85,8 @@ def make_normalization(mean: list[float], std: list[float], name: str = "custom"
 def parse_normalization(text: str) -> Normalization:
     """``cifar10`` / ``imagenet`` / ``gtsrb`` / ``none``, or ``mean,std`` / ``m1,m2,m3,s1,s2,s3``."""
     key = text.strip().lower().replace("-", "")
+    if not key:
+        raise ConfigError(f"the normalisation is empty: use one of {', '.join(PRESETS)} or 'mean,std' numbers")
     if key in PRESETS:
         return PRESETS[key]
     try:

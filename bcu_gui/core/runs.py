@@ -45,17 +45,28 @@ def plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
 
 
+def model_files(path: str | Path) -> list[Path]:
+    """The three files ``save_model(model, path)`` writes: ``<stem>.pt``, ``<stem>.safetensors``, ``<stem>.json``.
+
+    A save dialog confirms replacing the file the user typed; this names the sidecars it would replace too.
+    """
+    base = Path(path)
+    stem = base.with_suffix("") if base.suffix in (".pt", ".pth", ".safetensors") else base
+    return [stem.with_suffix(".pt"), stem.with_suffix(".safetensors"), stem.with_suffix(".json")]
+
+
 def save_model(model: nn.Module, path: str | Path, metadata: dict) -> list[Path]:
     """Save ``model`` as ``<stem>.pt`` and ``<stem>.safetensors`` with a ``<stem>.json`` sidecar."""
     from safetensors.torch import save_file
 
-    base = Path(path)
-    stem = base.with_suffix("") if base.suffix in (".pt", ".pth", ".safetensors") else base
     state = plain_state_dict(model)
-    pt, st, sidecar = stem.with_suffix(".pt"), stem.with_suffix(".safetensors"), stem.with_suffix(".json")
-    atomic.write_with(pt, lambda tmp: torch.save(state, tmp))
+    pt, st, sidecar = model_files(path)
+    size = sum(t.numel() * t.element_size() for t in state.values())
+    # both copies must fit before the first is written: no run ends with one model file and a full disk
+    atomic.ensure_free_space(pt, 2 * size + (1 << 16))
+    atomic.write_with(pt, lambda tmp: torch.save(state, tmp), expected_size=size)
     header = {k: json.dumps(v) if not isinstance(v, str) else v for k, v in metadata.items()}
-    atomic.write_with(st, lambda tmp: save_file(state, str(tmp), metadata=header))
+    atomic.write_with(st, lambda tmp: save_file(state, str(tmp), metadata=header), expected_size=size)
     atomic.write_json(sidecar, metadata)
     return [pt, st, sidecar]
 
@@ -77,7 +88,16 @@ class RunFolder:
 
     def append_metrics(self, record: dict) -> None:
         self._metrics.append(record)
-        atomic.write_text(self.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self._metrics))
+        atomic.write_text(self.path / "metrics.jsonl", "".join(atomic.dumps(r) + "\n" for r in self._metrics))
+
+    def keep_metrics(self, epochs: int) -> None:
+        """On resume: keep the first ``epochs`` lines of metrics.jsonl (those of completed epochs)."""
+        path = self.path / "metrics.jsonl"
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            lines = []
+        self._metrics = [json.loads(line) for line in lines if line.strip()][:epochs]
 
     def write_summary(self, summary: dict) -> None:
         atomic.write_json(self.path / "summary.json", summary)

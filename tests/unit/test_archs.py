@@ -56,8 +56,9 @@ def test_unknown_weights_name_the_closest_architecture_and_the_keys():
 
 def test_named_architecture_that_does_not_fit_is_an_error():
     state = CifarResNet([2, 2, 2, 2], 10, 4).state_dict()
-    with pytest.raises(ArchitectureError, match="closest is preactresnet18"):
+    with pytest.raises(ArchitectureError, match="do not fit preactresnet18") as info:
         infer_architecture(state, "preactresnet18")
+    assert "leave the architecture out" in str(info.value)  # not "name the architecture": it was named
 
 
 def test_wrong_shapes_are_reported():

@@ -50,7 +50,7 @@ def test_inspect_json(tiny_checkpoint, capsys):
 ])
 def test_bad_input_is_one_line_on_stderr_and_exit_2(tiny_checkpoint, unlabeled, capsys, argv, fragment):
     argv = [a.format(ckpt=tiny_checkpoint, unl=unlabeled) for a in argv]
-    with pytest.raises(SystemExit) if fragment == "--unlabeled" else _nothing() as exit_info:
+    with _nothing() as exit_info:  # --unlabeled is optional for --resume/--config: the job says it is missing
         code = main(argv)
     if exit_info is not None and hasattr(exit_info, "value"):
         code = exit_info.value.code

@@ -46,8 +46,10 @@ def test_trusted_torchscript_of_a_known_architecture_is_rebuilt_eager(tmp_path, 
 
 
 def test_user_named_architecture_must_fit(tiny_checkpoint):
-    with pytest.raises(ArchitectureError, match="closest"):
+    with pytest.raises(ArchitectureError, match="do not fit preactresnet18") as info:
         load_model(tiny_checkpoint, arch="preactresnet18")
+    # the user already named one: the advice is to leave it out or name another, not "name it with --arch"
+    assert "leave the architecture out" in str(info.value) and "with --arch" not in str(info.value)
     state = PreActResNet([2, 2, 2, 2], 10, 8).state_dict()
     path = tiny_checkpoint.parent / "preact.pt"
     torch.save(state, path)
