@@ -12,9 +12,10 @@ from .scanner import (
     ScanStarted, VERDICTS, run_scan, scan, split_images,
 )
 from .trigger import Trigger, proxy_asr, stamp
+from .hook import PROXY_KEY, ScanHook  # noqa: E402 (needs the scanner above)
 
 __all__ = [
     "ClassScore", "ProbeReport", "ProbeSettings", "ScanCancelled", "ScanConfig", "ScanEvent", "ScanFinished",
-    "ScanProgress", "ScanResult", "ScanStarted", "STATISTICS", "Trigger", "VERDICTS", "mad_index",
+    "ScanProgress", "ScanResult", "ScanHook", "PROXY_KEY", "ScanStarted", "STATISTICS", "Trigger", "VERDICTS", "mad_index",
     "median_ratio", "proxy_asr", "run_scan", "scan", "split_images", "stamp",
 ]
