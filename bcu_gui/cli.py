@@ -86,6 +86,9 @@ def _cleanse_args(p: argparse.ArgumentParser, demo: bool = False) -> None:
     p.add_argument("--keep", choices=KEEP_CHOICES, default="last",
                    help="save the last epoch, or the lowest-ASR epoch with ACC within 3 points (needs ASR)")
     p.add_argument("--out", metavar="RUN_DIR", help="run folder (default: a new folder in the user data dir)")
+    from .scan_command import add_cleanse_args as add_scan_args
+
+    add_scan_args(p)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -227,7 +230,16 @@ def _cleanse(args: argparse.Namespace) -> int:
     from .core.job import CleanseJob
     from .console import ConsoleReporter, JsonReporter
 
-    job = CleanseJob(_config(args))
+    cfg = _config(args)
+    model, hooks = None, []
+    if args.scan:  # scan before and after; the hook follows the proxy ASR every epoch
+        from .scan_command import cleanse_hook
+
+        model, hook = cleanse_hook(args, cfg)
+        hooks.append(hook)
+    job = CleanseJob(cfg, model=model, hooks=hooks)
+    for hook in hooks:
+        hook.cancel = lambda: job.cancelled  # Ctrl-C during a scan stops it too
     reporter = JsonReporter() if args.json else ConsoleReporter()
 
     def on_interrupt(signum, frame):  # first Ctrl-C: stop at the next batch and save; second: give up
@@ -244,6 +256,10 @@ def _cleanse(args: argparse.Namespace) -> int:
                 print(f"bcu: error: {event.message}", file=sys.stderr)
                 return EXIT_BAD_INPUT if event.kind == "input" else EXIT_FAILED
             if isinstance(event, Finished):
+                if hooks and not args.json:
+                    from .scan_command import verdict_lines
+
+                    print("\n".join(verdict_lines(event.summary)))
                 return EXIT_INTERRUPTED if event.cancelled else EXIT_OK
     finally:
         signal.signal(signal.SIGINT, previous)

@@ -39,6 +39,11 @@ def _log_line(event: Log) -> str:
     return ("warning: " if event.level == "warning" else "") + event.message
 
 
+def _proxy(event: EpochEnd) -> str:
+    """'  proxy ASR  12.5%' when a scan follows the run (``bcu cleanse --scan``), else nothing."""
+    return f"  proxy ASR {pct(event.extra['proxy_asr'])}" if "proxy_asr" in event.extra else ""
+
+
 class ConsoleReporter:
     """tqdm bar over all steps; one line per epoch; a summary at the end (stderr for chatter, stdout for results)."""
 
@@ -66,7 +71,7 @@ class ConsoleReporter:
         elif isinstance(event, EpochEnd) and self._bar is not None:
             self._bar.write(f"epoch {event.epoch:3d}/{event.epochs}  loss {event.loss:.4f}  ACC {pct(event.acc)}  "
                             f"ASR {pct(event.asr)}  agreement {pct(event.agreement)}  T {event.temperature:.2f}  "
-                            f"{event.seconds:.1f} s")
+                            f"{event.seconds:.1f} s" + _proxy(event))
         elif isinstance(event, Finished):
             self.close()
             s = event.summary
