@@ -57,6 +57,15 @@ class TrainingPanel(QGroupBox):
         self.keep_best = QCheckBox("Keep the best epoch (needs ASR)")
         self.keep_best.setToolTip(KEEP_BEST_TIP)
         self.keep_best.setEnabled(False)
+        # On by default while no triggered folder is given: then the scan's proxy ASR is the only evidence
+        # that cleansing worked. With a triggered folder the real ASR says it, and the two scans (about a
+        # minute on a CPU) are left to the user. A click by the user wins over the default from then on.
+        self.scan_check = QCheckBox("Scan before and after (no trigger needed)")
+        self.scan_check.setToolTip("Recover the model's trigger from the unlabelled images before the run, plot "
+                                   "its proxy ASR every epoch and scan the cleansed model again at the end")
+        self.scan_check.setChecked(True)
+        self._scan_chosen = False
+        self.scan_check.clicked.connect(self._on_scan_clicked)
 
         form = QFormLayout(self)
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
@@ -68,6 +77,7 @@ class TrainingPanel(QGroupBox):
         form.addRow("Precision", self.precision_combo)
         form.addRow("Output folder", self.output)
         form.addRow("", self.keep_best)
+        form.addRow("", self.scan_check)
         for w in (self.epochs_spin, self.batch_spin, self.lr_spin, self.limit_spin):
             w.valueChanged.connect(self.changed)
         for c in (self.device_combo, self.precision_combo):
@@ -75,8 +85,18 @@ class TrainingPanel(QGroupBox):
         self.output.changed.connect(self.changed)
         self.keep_best.toggled.connect(self.changed)
 
+    def _on_scan_clicked(self) -> None:
+        self._scan_chosen = True
+        self.changed.emit()
+
+    def scan_enabled(self) -> bool:
+        """Whether the run scans the model before and after (not a CleanseConfig field: the app adds a hook)."""
+        return self.scan_check.isChecked()
+
     def set_asr_available(self, available: bool) -> None:
         """Keeping the best epoch ranks epochs by ASR: without a triggered folder it cannot be offered."""
+        if not self._scan_chosen:
+            self.scan_check.setChecked(not available)
         self.keep_best.setEnabled(available)
         if not available:
             self.keep_best.setChecked(False)

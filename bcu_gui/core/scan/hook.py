@@ -50,23 +50,36 @@ def _finite(value: float) -> float | None:
 class ScanHook(RunHook):
     """Scan the teacher, follow the student's proxy ASR per epoch, scan the cleansed model (module doc)."""
 
-    def __init__(self, images: torch.Tensor, normalization: Normalization, num_classes: int,
+    def __init__(self, images: torch.Tensor | Callable[[], torch.Tensor], normalization: Normalization, num_classes: int,
                  config: ScanConfig | None = None, *, teacher_result: ScanResult | None = None,
                  rescan: bool = True, progress: Progress | None = None,
                  cancel: Callable[[], bool] | None = None) -> None:
         self.config = config or ScanConfig()
-        self.images = images
+        self._images = images  # or a function reading them, called in the run's thread (the app's worker)
         self.normalization = normalization
         self.num_classes = num_classes
         self.rescan = rescan
         self.progress = progress
         self.cancel = cancel  # settable after construction: a job is built after its hooks
-        self.measure = split_images(images, self.config)[1]
+        self._measure: torch.Tensor | None = None
         self.teacher_result = teacher_result
         self.cleansed_result: ScanResult | None = None
         self.teacher_proxy: float | None = None
         self.cleansed_proxy: float | None = None
         self.note = ""  # why the cleansed model was not scanned, if it was not
+
+    @property
+    def images(self) -> torch.Tensor:
+        if callable(self._images):
+            self._images = self._images()
+        return self._images
+
+    @property
+    def measure(self) -> torch.Tensor:
+        """Held-out images (the scan's measure split) the proxy ASR is measured on."""
+        if self._measure is None:
+            self._measure = split_images(self.images, self.config)[1]
+        return self._measure
 
     @property
     def trigger(self) -> Trigger | None:
