@@ -82,32 +82,51 @@ class ScanChart(QWidget):
         self.plot.hideButtons()
         self.bars = pg.BarGraphItem(x=[], height=[], width=0.7, brushes=[])
         self.plot.addItem(self.bars)
-        self.threshold_line = pg.InfiniteLine(angle=0, movable=False, label="threshold {value:g}",
+        self.threshold_line = pg.InfiniteLine(angle=0, movable=False, label="threshold",
                                               labelOpts={"position": 0.92, "color": THRESHOLD_COLOR},
                                               pen=pg.mkPen(THRESHOLD_COLOR, width=2, style=Qt.PenStyle.DashLine))
         self.threshold_line.setVisible(False)
         self.plot.addItem(self.threshold_line)
         self.scores: list[float] = []
         self.highlighted: int | None = None
+        self._value_labels: list[pg.TextItem] = []
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.plot_widget)
 
     def show_result(self, result: ScanResult) -> None:
+        """Bars for ``result``. A backdoored class can score 80x while the others sit near 1 and the threshold
+        at 2: the axis is cut above the ordinary classes and the threshold, and a bar that runs past the cut
+        is drawn to it with its value written on top."""
         self.scores = class_scores(result)
         self.highlighted = result.suspected_class
         n = len(self.scores)
+        ordered = sorted(self.scores)
+        cut = max(result.threshold * 2.5, (ordered[-2] if n > 1 else ordered[-1]) * 1.4)
+        heights = [min(v, cut * 0.92) for v in self.scores]
         brushes = [pg.mkBrush(SUSPECT_COLOR if k == result.suspected_class else BAR_COLOR) for k in range(n)]
-        self.bars.setOpts(x=np.arange(n), height=np.array(self.scores), width=0.7, brushes=brushes)
+        self.bars.setOpts(x=np.arange(n), height=np.array(heights), width=0.7, brushes=brushes)
+        for item in self._value_labels:
+            self.plot.removeItem(item)
+        self._value_labels = []
+        for k, value in enumerate(self.scores):
+            if value > cut * 0.92:
+                label = pg.TextItem(f"{value:.1f}×", color=SUSPECT_COLOR, anchor=(0.5, 1.0))
+                label.setPos(k, cut * 0.92)
+                self.plot.addItem(label)
+                self._value_labels.append(label)
         self.threshold_line.setValue(result.threshold)
+        self.threshold_line.label.setFormat(f"threshold {result.threshold:g}")
         self.threshold_line.setVisible(True)
-        top = max(self.scores + [result.threshold]) * 1.15
-        self.plot.setYRange(0, top, padding=0)
+        self.plot.setYRange(0, cut, padding=0)
         self.plot.setXRange(-0.6, n - 0.4, padding=0)
         self.plot.getAxis("bottom").setTicks([[(k, str(k)) for k in range(n)]])
 
     def clear(self) -> None:
         self.scores, self.highlighted = [], None
+        for item in self._value_labels:
+            self.plot.removeItem(item)
+        self._value_labels = []
         self.bars.setOpts(x=[], height=[], brushes=[])
         self.threshold_line.setVisible(False)
 
