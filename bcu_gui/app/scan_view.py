@@ -102,17 +102,17 @@ class ScanChart(QWidget):
         self.highlighted = result.suspected_class
         n = len(self.scores)
         ordered = sorted(self.scores)
-        cut = max(result.threshold * 2.5, (ordered[-2] if n > 1 else ordered[-1]) * 1.4)
-        heights = [min(v, cut * 0.92) for v in self.scores]
+        cut = max(result.threshold * 2.5, (ordered[-2] if n > 1 else ordered[-1]) * 1.5)
+        heights = [min(v, cut * 0.8) for v in self.scores]
         brushes = [pg.mkBrush(SUSPECT_COLOR if k == result.suspected_class else BAR_COLOR) for k in range(n)]
         self.bars.setOpts(x=np.arange(n), height=np.array(heights), width=0.7, brushes=brushes)
         for item in self._value_labels:
             self.plot.removeItem(item)
         self._value_labels = []
         for k, value in enumerate(self.scores):
-            if value > cut * 0.92:
+            if value > cut * 0.8:
                 label = pg.TextItem(f"{value:.1f}×", color=SUSPECT_COLOR, anchor=(0.5, 1.0))
-                label.setPos(k, cut * 0.92)
+                label.setPos(k, cut * 0.8)
                 self.plot.addItem(label)
                 self._value_labels.append(label)
         self.threshold_line.setValue(result.threshold)
