@@ -115,8 +115,9 @@ class ScanChart(QWidget):
                 label.setPos(k, cut * 0.8)
                 self.plot.addItem(label)
                 self._value_labels.append(label)
-        self.threshold_line.setValue(result.threshold)
         self.threshold_line.label.setFormat(f"threshold {result.threshold:g}")
+        self.threshold_line.setValue(result.threshold)
+        self.threshold_line.label.valueChanged()  # redraw the text even when the value itself did not change
         self.threshold_line.setVisible(True)
         self.plot.setYRange(0, cut, padding=0)
         self.plot.setXRange(-0.6, n - 0.4, padding=0)
