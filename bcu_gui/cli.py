@@ -113,6 +113,9 @@ def _cleanse_args(p: argparse.ArgumentParser, demo: bool = False) -> None:
                    help="per-step decay of the moving average of the student's weights (default 0.99; 0 turns "
                         "it off)")
     p.add_argument("--out", metavar="RUN_DIR", help="run folder (default: a new folder in the user data dir)")
+    from .scan_command import add_cleanse_args as add_scan_args
+
+    add_scan_args(p)
 
 
 def _batch_size(text: str) -> int | str:
@@ -361,8 +364,19 @@ def _cleanse(args: argparse.Namespace) -> int:
     from .core.job import CleanseJob
     from .console import ConsoleReporter, JsonReporter
 
+    cfg = _config(args)
+    model, hooks = None, []
+    if args.command == "cleanse" and args.resume and args.scan:
+        raise ConfigError("--scan cannot be added when resuming a run; resume it as it started")
+    if args.scan:  # scan before and after; the hook follows the proxy ASR every epoch
+        from .scan_command import cleanse_hook
+
+        model, hook = cleanse_hook(args, cfg)
+        hooks.append(hook)
     resume = args.command == "cleanse" and bool(args.resume)
-    job = CleanseJob(_config(args), resume=resume)
+    job = CleanseJob(cfg, model=model, hooks=hooks, resume=resume)
+    for hook in hooks:
+        hook.cancel = lambda: job.cancelled  # a stop signal during a scan stops it too
     reporter = JsonReporter() if args.json else ConsoleReporter()
     stopped_by: list[int] = []
 
@@ -382,6 +396,10 @@ def _cleanse(args: argparse.Namespace) -> int:
                 print(f"bcu: error: {event.message}", file=sys.stderr)
                 return EXIT_BAD_INPUT if event.kind == "input" else EXIT_FAILED
             if isinstance(event, Finished):
+                if hooks and not args.json:
+                    from .scan_command import verdict_lines
+
+                    print("\n".join(verdict_lines(event.summary)))
                 if event.cancelled:
                     print(f"bcu: stopped; continue with `bcu cleanse --resume {event.run_dir}`", file=sys.stderr)
                     return 128 + stopped_by[0] if stopped_by else EXIT_INTERRUPTED

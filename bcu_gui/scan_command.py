@@ -181,3 +181,63 @@ def _write_new(target: Path, writer: Callable[[Path], None]) -> Path:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
     return target
+
+
+# ------------------------------------------------------------------------------- bcu cleanse --scan
+
+def add_cleanse_args(p: argparse.ArgumentParser) -> None:
+    """``--scan`` and its size on ``bcu cleanse`` / ``bcu demo``."""
+    p.add_argument("--scan", action="store_true",
+                   help="scan the model before and after cleansing (no trigger needed) and follow the proxy ASR "
+                        "of the recovered trigger every epoch")
+    p.add_argument("--scan-steps", type=int, default=None, metavar="N",
+                   help="optimiser steps per scan probe (default 300; fewer is faster and less sure)")
+    p.add_argument("--scan-limit", type=int, default=400, metavar="N",
+                   help="scan with at most N of the unlabelled images (default 400)")
+
+
+def cleanse_hook(args: argparse.Namespace, cfg):
+    """The model (loaded once, handed to the job) and a ``ScanHook`` printing its progress every 20%."""
+    from tqdm import tqdm
+
+    from .core.data import load_unlabeled
+    from .core.models import load_model
+    from .core.scan import ProbeSettings, ScanConfig, ScanFinished, ScanHook, ScanProgress
+
+    if args.scan_limit < 3:
+        raise ConfigError(f"--scan-limit must be at least 3, got {args.scan_limit}")
+    if args.scan_steps is not None and args.scan_steps < 1:
+        raise ConfigError(f"--scan-steps must be at least 1, got {args.scan_steps}")
+    model = load_model(cfg.checkpoint, arch=cfg.arch, trust=cfg.trust_checkpoint, input_size=cfg.input_size,
+                       normalize=cfg.normalize)
+    images = load_unlabeled(cfg.unlabeled, model.input_size, limit=args.scan_limit)
+    if len(images) < 3:
+        raise ConfigError(f"a scan needs at least 3 readable images in {cfg.unlabeled}, found {len(images)}")
+    settings = ProbeSettings(seed=cfg.seed, **({"steps": args.scan_steps} if args.scan_steps else {}))
+    shown: dict[str, float] = {}
+    names = {"teacher": "the model before cleansing", "cleansed": "the cleansed model"}
+
+    def progress(phase: str, event) -> None:
+        if isinstance(event, ScanProgress) and event.fraction - shown.get(phase, -1.0) >= 0.2:
+            shown[phase] = event.fraction
+            tqdm.write(f"scanning {names[phase]}: {event.fraction:4.0%} ({event.probe} probe)", file=sys.stderr)
+        elif isinstance(event, ScanFinished):
+            tqdm.write(f"scan of {names[phase]}: {event.result.verdict_line()} "
+                       f"({event.result.seconds:.0f} s)", file=sys.stderr)
+
+    hook = ScanHook(images.images, model.normalization, model.num_classes,
+                    ScanConfig(settings=settings, seed=cfg.seed), progress=progress)
+    return model, hook
+
+
+def verdict_lines(summary) -> list[str]:
+    """The two scans side by side (teacher | cleansed), with each model's proxy ASR under the teacher's trigger."""
+    from .common import pct
+
+    t, c = summary.teacher_scan, summary.cleansed_scan
+    if t is None:
+        return []
+    rows = [("scan", t.verdict_line(), c.verdict_line() if c else "not scanned"),
+            ("proxy ASR", pct(t.proxy_asr), pct(c.proxy_asr) if c else "-")]
+    width = max(len(r[1]) for r in rows)
+    return [f"{'':10s} {'teacher':{width}s}   cleansed"] + [f"{a:10s} {b:{width}s}   {d}" for a, b, d in rows]

@@ -15,7 +15,7 @@ from pathlib import Path
 from PySide6.QtCore import QSize, Qt, QTimer
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
 from PySide6.QtWidgets import (QFileDialog, QLabel, QMainWindow, QMessageBox, QPushButton, QScrollArea, QSplitter,
-                               QStackedWidget, QHBoxLayout, QVBoxLayout, QWidget)
+                               QStackedWidget, QHBoxLayout, QTabWidget, QVBoxLayout, QWidget)
 
 from .. import __version__
 from ..core.bundled import describe_bundled
@@ -29,6 +29,7 @@ from .panels.model_panel import ModelPanel
 from .panels.reinit_panel import ReinitPanel
 from .panels.training_panel import TrainingPanel
 from .run_view import RunView
+from .scan_view import ScanView
 from .settings import AppSettings
 from .wheel_guard import WheelGuard
 from .worker import cancel_all_tasks
@@ -71,6 +72,9 @@ class MainWindow(QMainWindow):
         self.input_panels = (self.model_panel, self.data_panel, self.reinit_panel, self.training_panel)
         self.log_pane = LogPane()
         self.run_view = RunView(self, self.settings, self.log_pane, lambda text: self.statusBar().showMessage(text))
+        self.scan_view = ScanView(self, self.log_pane, lambda text: self.statusBar().showMessage(text))
+        self.scan_view.inputs = lambda: (self.model_panel.model, self.data_panel.unlabeled_path())
+        self.scan_view.output_root = self._output_root
 
     def _build_right(self) -> None:
         rv = self.run_view
@@ -78,8 +82,13 @@ class MainWindow(QMainWindow):
         self.plot_splitter.addWidget(rv.loss_plot)
         self.plot_splitter.addWidget(rv.epochs_plot)
         self.plot_splitter.setSizes([1, 1])
+        # The run's plots and the scan view share the top of the right side, one tab each.
+        self.view_tabs = QTabWidget()
+        self.view_tabs.setDocumentMode(True)
+        self.view_tabs.addTab(self.plot_splitter, "Run")
+        self.view_tabs.addTab(self.scan_view.widget, "Scan")
         self.right_splitter = QSplitter(Qt.Orientation.Vertical)
-        self.right_splitter.addWidget(self.plot_splitter)
+        self.right_splitter.addWidget(self.view_tabs)
         self.right_splitter.addWidget(rv.summary)
         self.right_splitter.addWidget(self.log_pane)
         self.right_splitter.setStretchFactor(0, 5)
@@ -215,6 +224,10 @@ class MainWindow(QMainWindow):
         run_menu = self.menuBar().addMenu("&Run")
         for action in (rv.start_action, rv.pause_action, rv.stop_action):
             run_menu.addAction(action)
+        run_menu.addSeparator()
+        run_menu.addAction(self.scan_view.scan_action)
+        self.scan_run_button = self.run_panel.add_action_button(self.scan_view.scan_action)
+        self.scan_run_button.setText("Scan")
 
         help_menu = self.menuBar().addMenu("&Help")
         self.demo_action = QAction("Open the &demo", self)
@@ -234,6 +247,9 @@ class MainWindow(QMainWindow):
         self.run_view.run_again_requested.connect(self.run_again_with_paper)
         self.run_view.running_changed.connect(self._on_running_changed)
         self.run_view.batch_chosen.connect(self.training_panel.show_batch_choice)
+        self.scan_view.running_changed.connect(lambda _running: self._update_state())
+        self.scan_view.show_requested.connect(lambda: self.view_tabs.setCurrentWidget(self.scan_view.widget))
+        self.scan_view.use_as_triggered.connect(self.use_triggered_set)
 
     # ---------------------------------------------------------------------------------------- settings
     def _fit_to_screen(self) -> None:
@@ -351,9 +367,25 @@ class MainWindow(QMainWindow):
         problem = self.reinit_panel.problem()
         if problem:
             missing.append(problem)
+        if self.scan_view.is_running:
+            missing.append("wait for the scan to finish (or cancel it)")
         return missing
 
+    def _output_root(self) -> Path:
+        from ..core.runs import default_runs_root
+
+        root = self.training_panel.values().get("output_root")
+        return Path(root) if root else default_runs_root()
+
+    def use_triggered_set(self, folder: str, target: int) -> None:
+        """The scan view wrote its recovered trigger as a triggered folder: measure real ASR with it."""
+        dp = self.data_panel
+        dp.set_folders(dp.unlabeled_path(), dp.clean_path(), folder, target)
+        self.statusBar().showMessage(f"Triggered folder set to the scan's stamped images (target class {target}).")
+
     def _update_state(self) -> None:
+        self.scan_view.set_available(self.model_panel.model is not None and bool(self.data_panel.unlabeled_path())
+                                     and not self.run_view.is_running)
         self.training_panel.set_asr_available(self.data_panel.asr_available())
         usable = self.data_panel.state("unlabeled").usable or 0
         self.training_panel.set_image_count(usable or None)
@@ -387,7 +419,11 @@ class MainWindow(QMainWindow):
             return False
         model = self.model_panel.model
         assert model is not None
-        return self.run_view.start(cfg, model, self.reinit_panel.preset_label(), keep_reference)
+        scan = self.training_panel.scan_enabled()
+        self.view_tabs.setCurrentWidget(self.plot_splitter)
+        return self.run_view.start(cfg, model, self.reinit_panel.preset_label(), keep_reference, scan=scan,
+                                   teacher_scan=self.scan_view.result_for(model, cfg.unlabeled, self.run_view.scan_config)
+                                   if scan else None)
 
     def choose_run_to_resume(self) -> None:
         if self._refuse_while_running():
@@ -482,6 +518,7 @@ class MainWindow(QMainWindow):
                 event.ignore()
                 return
         self.data_panel.cancel_checks()
+        self.scan_view.close()
         cancel_all_tasks()
         self._save_settings()
         event.accept()

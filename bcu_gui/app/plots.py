@@ -16,6 +16,7 @@ from superqt import QLabeledDoubleSlider
 
 REDRAW_MS = 100
 ACC_COLOR, ASR_COLOR, AGREE_COLOR = "#2e7d32", "#c62828", "#607d8b"
+PROXY_COLOR = "#ef6c00"  # proxy ASR: the scan's recovered trigger, next to (or instead of) the real ASR
 LOSS_COLOR, LOSS_RAW_COLOR = "#1565c0", (21, 101, 192, 110)
 
 pg.setConfigOptions(antialias=True, background="w", foreground="#222")
@@ -209,7 +210,7 @@ class EpochsPlot(_ThrottledPlot):
     """ACC, ASR and agreement with the teacher per epoch, in %, with the teacher's ACC and ASR as dashed lines."""
 
     CURVES = (("acc", "ACC", ACC_COLOR, "o"), ("asr", "ASR", ASR_COLOR, "t"),
-              ("agreement", "agreement", AGREE_COLOR, "s"))
+              ("agreement", "agreement", AGREE_COLOR, "s"), ("proxy", "proxy ASR", PROXY_COLOR, "d"))
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__("ACC, ASR and agreement per epoch", parent)
@@ -224,9 +225,9 @@ class EpochsPlot(_ThrottledPlot):
         self.curves: dict[str, pg.PlotDataItem] = {}
         for key, name, color, symbol in self.CURVES:
             agree = key == "agreement"
+            style = {"agreement": Qt.PenStyle.DotLine, "proxy": Qt.PenStyle.DashLine}.get(key, Qt.PenStyle.SolidLine)
             self.curves[key] = self.plot.plot(
-                pen=pg.mkPen(color, width=1.5 if agree else 2, style=Qt.PenStyle.DotLine if agree else
-                             Qt.PenStyle.SolidLine),
+                pen=pg.mkPen(color, width=1.5 if agree else 2, style=style),
                 symbol=symbol, symbolSize=4 if agree else 6, symbolBrush=color, symbolPen=None, name=name,
                 connect="finite")
             self.curves[key].setZValue(1 if agree else 2)  # ACC and ASR stay on top of agreement
@@ -234,14 +235,14 @@ class EpochsPlot(_ThrottledPlot):
         # collide, as ACC and ASR are both near 100% for a backdoored model).
         self.teacher_lines: dict[str, pg.InfiniteLine] = {}
         self._teacher_legend: dict[str, pg.PlotDataItem] = {}
-        for key, color in (("acc", ACC_COLOR), ("asr", ASR_COLOR)):
-            pen = pg.mkPen(color, width=1.5, style=Qt.PenStyle.DashLine)
+        for key, color in (("acc", ACC_COLOR), ("asr", ASR_COLOR), ("proxy", PROXY_COLOR)):
+            pen = pg.mkPen(color, width=1.5, style=Qt.PenStyle.DotLine if key == "proxy" else Qt.PenStyle.DashLine)
             line = pg.InfiniteLine(angle=0, movable=False, pen=pen)
             line.setVisible(False)
             self.plot.addItem(line, ignoreBounds=True)
             self.teacher_lines[key] = line
             self._teacher_legend[key] = pg.PlotDataItem(pen=pen)  # a legend swatch only, never plotted
-        self.teacher: dict[str, float | None] = {"acc": None, "asr": None}
+        self.teacher: dict[str, float | None] = {"acc": None, "asr": None, "proxy": None}
         self.reference_curves: list[pg.PlotDataItem] = []
         self.reference_data: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         layout = QVBoxLayout(self)
@@ -252,14 +253,9 @@ class EpochsPlot(_ThrottledPlot):
     def start_run(self, epochs: int, teacher_acc: float | None, teacher_asr: float | None) -> None:
         for s in self.series.values():
             s.clear()
-        self.teacher = {"acc": teacher_acc, "asr": teacher_asr}
+        self.teacher = {"acc": teacher_acc, "asr": teacher_asr, "proxy": None}
         for key, value in self.teacher.items():
-            line, swatch = self.teacher_lines[key], self._teacher_legend[key]
-            line.setVisible(value is not None)
-            self.legend.removeItem(swatch)
-            if value is not None:
-                line.setValue(value * 100)
-                self.legend.addItem(swatch, f"teacher {key.upper()} {value * 100:.1f}%")
+            self._show_teacher_line(key, value)
         self.plot.setXRange(0, max(epochs, 1) + 0.5, padding=0.02)
         axis = self.plot.getAxis("bottom")
         if epochs <= 12:
@@ -268,8 +264,23 @@ class EpochsPlot(_ThrottledPlot):
             axis.setTickSpacing()  # automatic
         self.flush()
 
-    def add_epoch(self, epoch: int, acc: float | None, asr: float | None, agreement: float | None) -> None:
-        for key, value in (("acc", acc), ("asr", asr), ("agreement", agreement)):
+    def _show_teacher_line(self, key: str, value: float | None) -> None:
+        line, swatch = self.teacher_lines[key], self._teacher_legend[key]
+        line.setVisible(value is not None)
+        self.legend.removeItem(swatch)
+        if value is not None:
+            line.setValue(value * 100)
+            name = "proxy ASR" if key == "proxy" else key.upper()
+            self.legend.addItem(swatch, f"teacher {name} {value * 100:.1f}%")
+
+    def set_teacher_proxy(self, value: float | None) -> None:
+        """The teacher's proxy ASR (its own recovered trigger), known once the scan before the run is done."""
+        self.teacher["proxy"] = value
+        self._show_teacher_line("proxy", value)
+
+    def add_epoch(self, epoch: int, acc: float | None, asr: float | None, agreement: float | None,
+                  proxy: float | None = None) -> None:
+        for key, value in (("acc", acc), ("asr", asr), ("agreement", agreement), ("proxy", proxy)):
             self.series[key].append(epoch, np.nan if value is None else value * 100)
         self._schedule()
 
@@ -303,6 +314,10 @@ class EpochsPlot(_ThrottledPlot):
 
     def asr_values(self) -> list[float]:
         return self.series["asr"].y.tolist()
+
+    def proxy_values(self) -> list[float]:
+        """Proxy ASR per epoch in % (NaN where the run did not scan)."""
+        return self.series["proxy"].y.tolist()
 
     def _redraw(self) -> None:
         for key, curve in self.curves.items():

@@ -31,6 +31,12 @@ from .plots import EpochsPlot, LossPlot
 from .settings import AppSettings
 from .worker import JobRunner
 
+
+class _ScanRelay(QObject):
+    """Carries a run's scan progress from the job's thread to the GUI thread (a queued signal)."""
+
+    progress = Signal(str, object)  # phase ("teacher" / "cleansed"), a core.scan event
+
 FAILURE_TITLES = {"memory": "Out of memory", "disk": "Disk full", "input": "Cannot run with these inputs",
                   "diverged": "Training diverged", "internal": "Unexpected error"}
 MODEL_FILTER = "PyTorch state_dict (*.pt);;safetensors (*.safetensors)"
@@ -61,8 +67,14 @@ class RunView(QObject):
         self._window, self._settings, self.log_pane, self._status = window, settings, log_pane, status
         self.runner = JobRunner(self)
         self._resume_next = False  # the next start continues the unfinished run in cfg.out
-        self.job_factory: JobFactory = lambda cfg, model: CleanseJob(cfg, model=model, resume=self._resume_next)
+        self._hooks: list = []  # this run's extra hooks (the scan's), built by ``start``
+        self.job_factory: JobFactory = lambda cfg, model: CleanseJob(cfg, model=model, hooks=self._hooks,
+                                                                     resume=self._resume_next)
         self.job: object | None = None  # the last run's job (its ``trained`` model outlives a full disk)
+        self.scan_relay = _ScanRelay(self)
+        self.scan_relay.progress.connect(self._on_scan_event)
+        self._scan_shown = -1.0
+        self.scan_config = None  # a ScanConfig for runs that scan (None: the scan's measured defaults)
         self.offer_paper_comparison = False  # the demo offers "run again with the paper's ratios"
         self.last_config: CleanseConfig | None = None
         self.last_finished: Finished | None = None
@@ -133,14 +145,17 @@ class RunView(QObject):
 
     # ----------------------------------------------------------------------------------------- control
     def start(self, cfg: CleanseConfig, model: LoadedModel, preset_label: str, keep_reference: bool = False,
-              resume: bool = False) -> bool:
+              resume: bool = False, scan: bool = False, teacher_scan=None) -> bool:
         """Start a run of ``cfg`` on the already loaded ``model``; False if one is running.
 
         ``resume``: continue the unfinished run in ``cfg.out`` from its last completed epoch.
+        ``scan``: scan the teacher first (or reuse ``teacher_scan``, a ``ScanResult`` for the same model and
+        images), plot the proxy ASR every epoch and scan the cleansed model at the end.
         """
         if self.runner.is_running:
             return False
         self._resume_next = resume
+        self._hooks = [self._scan_hook(cfg, model, teacher_scan)] if scan else []
         self.last_config, self._run_model, self._preset_label = cfg, model, preset_label
         self.last_finished = self.last_failed = None
         self._stopping = self._ended = False
@@ -154,10 +169,46 @@ class RunView(QObject):
                                      f"{cfg.batch_size or 'auto'}, keep {cfg.keep}, lr {cfg.lr:g}, device {cfg.device}; run folder {cfg.out}")
         self.summary.show_text("Preparing the run…")
         self.run_panel.begin()
-        self.job = self.job_factory(cfg, model)
-        self.runner.start(self.job)
+        self.job = job = self.job_factory(cfg, model)
+        for hook in self._hooks:
+            hook.cancel = lambda: job.cancelled
+        self.runner.start(job)
         self._status("Running…")
         return True
+
+    def _scan_hook(self, cfg: CleanseConfig, model: LoadedModel, teacher_scan):
+        from ..core.data import load_unlabeled
+        from ..core.scan import ScanHook
+
+        def images():  # read in the job's thread, not the GUI's
+            return load_unlabeled(cfg.unlabeled, model.input_size, limit=400).images
+
+        return ScanHook(images, model.normalization, model.num_classes, self.scan_config,
+                        teacher_result=teacher_scan,
+                        progress=self.scan_relay.progress.emit)
+
+    def _on_scan_event(self, phase: str, event) -> None:
+        """The scan before or after the run: progress in the run bar and result box, verdicts in the log."""
+        from ..core.scan import ScanFinished, ScanProgress
+
+        if self._closed:
+            return
+        who = "the model before cleansing" if phase == "teacher" else "the cleansed model"
+        if isinstance(event, ScanProgress) and event.fraction - self._scan_shown >= 0.02:
+            self._scan_shown = event.fraction
+            self._status(f"Scanning {who}: {event.fraction:.0%} ({event.probe} probe)")
+            if phase == "teacher":
+                self.summary.show_text(f"Scanning {who} for a backdoor (no trigger needed): {event.fraction:.0%}…")
+        elif isinstance(event, ScanFinished):
+            self._scan_shown = -1.0
+            self.log_pane.append_message(f"scan of {who}: {event.result.verdict_line()} "
+                                         f"({event.result.seconds:.0f} s)")
+            if phase == "teacher":
+                hook = self._hooks[0] if self._hooks else None
+                if hook is not None and event.result.trigger is not None:
+                    self.log_pane.append_message(
+                        f"following the proxy ASR of the recovered trigger (class {event.result.trigger.target})")
+                self.summary.show_text("Teacher scanned: " + event.result.verdict_line() + ". Training…")
 
     def keep_as_reference(self) -> None:
         """Keep this run's curves and result as faded references under the next run (the demo's comparison)."""
@@ -202,12 +253,16 @@ class RunView(QObject):
             self._last_step = event.step
             self.run_panel.on_step(event)
         elif isinstance(event, EpochEnd):
-            self.epochs_plot.add_epoch(event.epoch, event.acc, event.asr, event.agreement)
+            proxy = event.extra.get("proxy_asr")
+            self.epochs_plot.add_epoch(event.epoch, event.acc, event.asr, event.agreement, proxy)
+            if self._hooks and self.epochs_plot.teacher.get("proxy") is None:
+                self.epochs_plot.set_teacher_proxy(getattr(self._hooks[0], "teacher_proxy", None))
             self.loss_plot.mark_epoch(self._last_step)
             self.run_panel.on_epoch(event)
             self.log_pane.append_message(
                 f"epoch {event.epoch}/{event.epochs}: loss {event.loss:.4f}, ACC {pct(event.acc)}, "
-                f"ASR {pct(event.asr)}, agreement {pct(event.agreement)} ({event.seconds:.1f} s)")
+                f"ASR {pct(event.asr)}, agreement {pct(event.agreement)}"
+                + (f", proxy ASR {pct(proxy)}" if "proxy_asr" in event.extra else "") + f" ({event.seconds:.1f} s)")
         elif isinstance(event, Log):
             self.log_pane.append_message(event.message, event.level)
         elif isinstance(event, Started):

@@ -3,6 +3,10 @@
     xvfb-run -a -s "-screen 0 1280x800x24" python -m bcu_gui.app.screenshot docs/screenshots
     xvfb-run -a -s "-screen 0 1920x1080x24" python -m bcu_gui.app.screenshot docs/screenshots \
         --size 1920x1080 --prefix 1920x1080-
+    xvfb-run -a -s "-screen 0 1280x800x24" python -m bcu_gui.app.screenshot docs/screenshots --scan
+
+``--scan`` takes scan.png (the scan view on the demo model) and run-proxy.png (a demo run that scans before
+and after: the proxy-ASR curve beside the real ASR, both verdicts in the result box) instead.
 
 Uses private settings and a temporary run folder, so it leaves nothing in the user's configuration or run
 library. The PNGs are palette-reduced to keep the repository small.
@@ -35,6 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--during-epoch", type=int, default=None, help="epoch after which 'during' is taken")
     parser.add_argument("--size", default="1280x800", help="window size, WxH")
     parser.add_argument("--prefix", default="", help="prefix of the file names (e.g. the size)")
+    parser.add_argument("--scan", action="store_true", help="scan.png and run-proxy.png instead")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -88,6 +93,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     def on_failed(event) -> None:
         print(f"the run failed: {event.message}", file=sys.stderr)
         app.exit(1)
+
+    if args.scan:
+        def scan_first() -> None:
+            if window.data_panel.is_checking() or window.missing_inputs():
+                QTimer.singleShot(100, scan_first)
+                return
+            window.scan_view.scan_action.trigger()
+
+        def scanned(_result) -> None:
+            QTimer.singleShot(300, lambda: (_save(window, shot("scan")), run_with_scan()))
+
+        def run_with_scan() -> None:
+            if not window.training_panel.scan_enabled():
+                window.training_panel.scan_check.click()
+            start()
+
+        window.scan_view.scan_finished.connect(scanned)
+        rv.run_finished.connect(lambda _e: QTimer.singleShot(
+            300, lambda: (_save(window, shot("run-proxy")), state.update(code=0), app.exit(0))))
+        rv.run_failed.connect(on_failed)
+        if not window.open_demo():
+            return 1
+        window.training_panel.output.set_path(runs)
+        if args.epochs:
+            window.training_panel.epochs_spin.setValue(args.epochs)
+        QTimer.singleShot(500, scan_first)
+        app.exec()
+        window.close()
+        return state["code"]
 
     rv.runner.event.connect(on_event)
     rv.run_finished.connect(on_finished)

@@ -57,6 +57,39 @@ class ReinitRecord:
 
 
 @dataclass(frozen=True)
+class ScanRecord:
+    """One model's trigger-inversion scan as a run records it (``bcu cleanse --scan``, the app's run).
+
+    ``proxy_asr`` is this model's proxy attack success rate under the TEACHER's recovered trigger (stamped on
+    the scan's held-out unlabelled images), so the teacher's and the cleansed model's values compare directly;
+    None when the teacher's scan found no trigger to stamp.
+    """
+
+    verdict: str  # "backdoor", "clean", or "unscanned" (a stopped run's model keeps only its proxy ASR)
+    suspected_class: int | None
+    anomaly_index: float | None
+    probe: str = ""
+    threshold: float | None = None
+    proxy_asr: float | None = None
+
+    def verdict_line(self) -> str:
+        """'suspected class 0, anomaly 38.7' or 'no class stands out, anomaly 1.4'."""
+        if self.verdict == "unscanned":
+            return "not scanned (the run was stopped)"
+        anomaly = "-" if self.anomaly_index is None else f"{self.anomaly_index:.1f}"
+        if self.suspected_class is not None:
+            return f"suspected class {self.suspected_class}, anomaly {anomaly}"
+        return f"no class stands out, anomaly {anomaly}"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> "ScanRecord | None":
+        if data is None:
+            return None
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass(frozen=True)
 class RunSummary:
     """Teacher against the saved student, how the run went and where its files are."""
 
@@ -81,6 +114,8 @@ class RunSummary:
     proxy: Scores | None = None  # the epoch the keep-proxy rule prefers (None: no proxy ASR)
     batch_size: int | None = None  # as used (chosen automatically or as requested)
     batch_reason: str = ""
+    teacher_scan: ScanRecord | None = None  # the scan before cleansing (None: the run did not scan)
+    cleansed_scan: ScanRecord | None = None  # a fresh scan of the saved model (None: not scanned or stopped)
 
     def kept_text(self) -> str:
         """Which student was saved, in words: 'the last epoch (40)', 'the best epoch (3)', …"""
@@ -116,4 +151,6 @@ class RunSummary:
         for key in ("best", "ema", "proxy"):
             values[key] = Scores.from_dict(values.get(key))
         values["model_files"] = tuple(values.get("model_files", ()))
+        for key in ("teacher_scan", "cleansed_scan"):  # absent from summaries written before scans existed
+            values[key] = ScanRecord.from_dict(values.get(key))
         return cls(**values)

@@ -115,6 +115,10 @@ class RunHook:
     def on_finish(self, run: "Distiller") -> None:
         """After the run's model was chosen, before it is saved."""
 
+    def summary_fields(self) -> dict[str, Any]:
+        """Fields of ``RunSummary`` this hook fills (e.g. the scans' verdicts); read once, at the end."""
+        return {}
+
 
 class EvaluationHook(RunHook):
     """ACC, ASR and agreement with the teacher, every epoch."""
@@ -439,6 +443,11 @@ class Distiller:
             seconds=round(s.seconds, 2),
             images_per_second=round(s.images / s.seconds, 1) if s.seconds > 0 else 0.0,
             device=self.plan.describe(), reinit=reinit, model_files=tuple(model_files), run_dir=run_dir)
+        fields: dict[str, Any] = {}
+        for hook in self.hooks:
+            fields.update(hook.summary_fields())
+        if fields:
+            summary = dataclasses.replace(summary, **fields)
         if cancelled:
             note = (f"cancelled after {s.epoch} of {s.epochs} epochs ({s.step} steps); the model saved is "
                     f"{summary.kept_text()}")

@@ -86,7 +86,8 @@ def test_the_run_actions_are_in_view_at_1280x800_and_have_shortcuts(qtbot, windo
     assert rv.stop_action.shortcut().toString() == "Shift+F5"
     assert "F5" in w.run_panel.start_button.toolTip()
     menus = {a.text().replace("&", ""): a.menu() for a in w.menuBar().actions()}
-    assert [a.text() for a in menus["Run"].actions()] == ["Start cleansing", "Pause", "Stop"]
+    assert [a.text() for a in menus["Run"].actions()] == ["Start cleansing", "Pause", "Stop", "",
+                                                           "&Scan for a backdoor"]
 
     w.activateWindow()
     qtbot.waitUntil(w.isActiveWindow, timeout=5_000)

@@ -80,8 +80,17 @@ def test_after_the_demo_cleansing_nothing_stands_out_and_proxy_asr_falls(tmp_pat
     teacher = load_model(root / "model.pt")
     before = _scan(teacher.module, split, plan)
     assert before.suspected_class == 0
-    assert main(["demo", "--json", "--device", "cpu", "--out", str(tmp_path / "run")]) == 0
+    assert main(["demo", "--scan", "--json", "--device", "cpu", "--out", str(tmp_path / "run")]) == 0
     capsys.readouterr()
+    # the same through the run's own scan (bcu demo --scan): both verdicts and the proxy ASR in summary.json
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    teacher_scan, cleansed_scan = summary["teacher_scan"], summary["cleansed_scan"]
+    print(f"demo --scan: teacher {teacher_scan}; cleansed {cleansed_scan}")
+    assert teacher_scan["suspected_class"] == 0 and teacher_scan["proxy_asr"] >= 0.75
+    assert cleansed_scan["verdict"] == "clean" and cleansed_scan["proxy_asr"] <= 0.1
+    curve = [json.loads(line)["extra"]["proxy_asr"]
+             for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert len(curve) == summary["epochs"] and curve[-1] <= 0.1
     student = load_model(RunFolder(tmp_path / "run").model_path)
     _, held_out = split_images(split["unlabeled"][0], ScanConfig())
     asr_before = proxy_asr(teacher.module, held_out, before.trigger, CIFAR, plan=plan)

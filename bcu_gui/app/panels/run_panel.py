@@ -53,6 +53,7 @@ class RunPanel(QGroupBox):
         buttons.addWidget(self.start_button, 2)
         buttons.addWidget(self.pause_button, 1)
         buttons.addWidget(self.stop_button, 1)
+        self._buttons = buttons
 
         self.missing_label = QLabel()
         self.missing_label.setWordWrap(True)
@@ -86,6 +87,12 @@ class RunPanel(QGroupBox):
         self._t0 = 0.0
         self._paused_at: float | None = None
         self._label = ""  # the progress text without the pause note
+
+    def add_action_button(self, action: QAction) -> QToolButton:
+        """One more action in the button row (the scan view's Scan)."""
+        button = _action_button(action)
+        self._buttons.addWidget(button, 1)
+        return button
 
     # -- state -------------------------------------------------------------------------------------------
     def show_ready(self, missing: list[str], ready_text: str) -> None:
@@ -159,6 +166,27 @@ class RunPanel(QGroupBox):
         self.progress.setFormat(text)
 
 
+def scan_table(summary: RunSummary) -> str:
+    """The two scans side by side (teacher | cleansed), with the proxy ASR of the teacher's trigger; '' when
+    the run did not scan."""
+    t, c = summary.teacher_scan, summary.cleansed_scan
+    if t is None:
+        return ""
+
+    def cell(record) -> str:
+        if record is None:
+            return "not scanned"
+        text = html.escape(record.verdict_line())
+        color = "#b00020" if record.verdict == "backdoor" else "#2e7d32" if record.verdict == "clean" else "gray"
+        return f"<span style='color:{color}'>{text}</span>"
+
+    return ("<table cellspacing='0' cellpadding='2'>"
+            "<tr><td></td><td><b>Scan: teacher</b>&nbsp;&nbsp;</td><td><b>Scan: cleansed</b></td></tr>"
+            f"<tr><td>Verdict&nbsp;</td><td>{cell(t)}&nbsp;&nbsp;</td><td>{cell(c)}</td></tr>"
+            f"<tr><td>Proxy ASR&nbsp;</td><td>{pct(t.proxy_asr)}</td>"
+            f"<td><b>{pct(c.proxy_asr) if c else 'n/a'}</b></td></tr></table>")
+
+
 class SummaryBox(QGroupBox):
     """Teacher vs cleansed ACC/ASR, time and where the run was saved; earlier runs of this session stay listed."""
 
@@ -214,6 +242,7 @@ class SummaryBox(QGroupBox):
             f"<td>{pct(teacher.asr)}</td></tr>"
             f"<tr><td>Cleansed&nbsp;</td><td><b>{pct(final.acc)}</b>&nbsp;&nbsp;</td>"
             f"<td><b>{pct(final.asr)}</b></td>{ema_cell}</tr></table>"
+            f"{scan_table(summary)}"
             f"{state} in {duration(summary.seconds)} on {html.escape(summary.device)}, "
             f"preset {html.escape(preset)}; saved {html.escape(summary.kept_text())}{why}.<br>"
             f"Run folder: <a href='{url}'>{html.escape(summary.run_dir)}</a>")

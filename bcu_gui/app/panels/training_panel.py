@@ -108,6 +108,17 @@ class TrainingPanel(QGroupBox):
         row.addWidget(self.temp_start)
         row.addWidget(QLabel("to"))
         row.addWidget(self.temp_end)
+        # On by default while no triggered folder is given: then the scan's proxy ASR is the only evidence
+        # that cleansing worked. With a triggered folder the real ASR says it, and the two scans (about a
+        # minute on a CPU) are left to the user. A click by the user wins over the default from then on.
+        self.scan_check = QCheckBox("Scan before and after (no trigger needed)")
+        self.scan_check.setToolTip("Recover the model's trigger from the unlabelled images before the run, plot "
+                                   "its proxy ASR every epoch and scan the cleansed model again at the end")
+        self.scan_check.setChecked(True)
+        self._scan_chosen = False
+        self.scan_check.clicked.connect(self._on_scan_clicked)
+        self.scan_check.toggled.connect(self.set_proxy_available)  # keep=proxy needs the scan's proxy ASR
+        self._available["proxy"] = True  # the scan starts checked
 
         form = QFormLayout(self)
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
@@ -124,6 +135,7 @@ class TrainingPanel(QGroupBox):
         form.addRow("Cosine period", self.cosine_spin)
         form.addRow("", self.hard_labels)
         form.addRow("", self.flip_check)
+        form.addRow("", self.scan_check)
         for w in (self.epochs_spin, self.batch_spin, self.lr_spin, self.limit_spin, self.cosine_spin,
                   self.temp_start, self.temp_end):
             w.valueChanged.connect(self.changed)
@@ -136,9 +148,23 @@ class TrainingPanel(QGroupBox):
 
     # -- which students can be kept ---------------------------------------------------------------------------
     def set_asr_available(self, available: bool) -> None:
-        """Keeping the best epoch ranks epochs by ASR: without a triggered folder it cannot be offered."""
+        """Keeping the best epoch ranks epochs by ASR: without a triggered folder it cannot be offered.
+
+        Without ASR the scan is the only evidence that cleansing worked, so it is on by default then (until the
+        user sets it).
+        """
+        if not self._scan_chosen:
+            self.scan_check.setChecked(not available)
         self._available["best"] = available
         self._apply_keep_availability()
+
+    def _on_scan_clicked(self) -> None:
+        self._scan_chosen = True
+        self.changed.emit()
+
+    def scan_enabled(self) -> bool:
+        """Whether the run scans the model before and after (not a CleanseConfig field: the app adds a hook)."""
+        return self.scan_check.isChecked()
 
     def set_proxy_available(self, available: bool) -> None:
         """Keeping the lowest-proxy-ASR epoch needs a trigger scan attached to the run."""

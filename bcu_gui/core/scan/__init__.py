@@ -12,9 +12,11 @@ from .scanner import (
     ScanStarted, VERDICTS, run_scan, scan, split_images,
 )
 from .trigger import Trigger, proxy_asr, stamp
+from .export import write_triggered_set  # noqa: E402
+from .hook import PROXY_KEY, ScanHook  # noqa: E402 (needs the scanner above)
 
 __all__ = [
     "ClassScore", "ProbeReport", "ProbeSettings", "ScanCancelled", "ScanConfig", "ScanEvent", "ScanFinished",
-    "ScanProgress", "ScanResult", "ScanStarted", "STATISTICS", "Trigger", "VERDICTS", "mad_index",
+    "ScanProgress", "ScanResult", "ScanHook", "PROXY_KEY", "write_triggered_set", "ScanStarted", "STATISTICS", "Trigger", "VERDICTS", "mad_index",
     "median_ratio", "proxy_asr", "run_scan", "scan", "split_images", "stamp",
 ]
