@@ -16,7 +16,7 @@ from .common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, OneL
 from .core.errors import BcuError, ConfigError
 from .core.events import Failed, Finished
 from .core.groups import PRESET_NAMES, parse_ratios
-from .common import KEEP_CHOICES, KEEP_HELP
+from .core.keep import KEEP_CHOICES, KEEP_HELP
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
