@@ -19,7 +19,7 @@ from .core.atomic import dumps
 from .core.errors import BcuError, ConfigError
 from .core.events import Failed, Finished
 from .core.groups import PRESET_NAMES, parse_ratios
-from .common import KEEP_CHOICES, KEEP_HELP
+from .core.keep import KEEP_CHOICES, KEEP_HELP
 
 
 def _model_args(p: argparse.ArgumentParser, optional: bool = False) -> None:

@@ -10,14 +10,6 @@ import argparse
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
-# Which student a run saves (the one definition the core, the CLI and the app share):
-KEEP_CHOICES = ("last", "best", "ema", "proxy")
-KEEP_HELP = {
-    "last": "the student as the last epoch left it",
-    "best": "the lowest-ASR epoch with ACC within 3 points of the teacher's (needs a triggered set)",
-    "ema": "a moving average of the student's weights (label-free)",
-    "proxy": "the lowest proxy-ASR epoch (trigger scan) agreeing with the teacher on >= 97% (label-free)",
-}
 
 
 def pct(value: float | None, width: int = 0) -> str:

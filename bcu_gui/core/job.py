@@ -25,7 +25,6 @@ from typing import Iterator, Sequence
 
 import torch
 
-from ..common import KEEP_CHOICES
 from . import resume as resume_points
 from . import training
 from .batching import BatchChoice, choose_batch_size, steps_per_epoch
@@ -36,6 +35,7 @@ from .errors import BcuError, ConfigError
 from .evaluation import EvalSets, Evaluator
 from .events import Event, Failed, Finished, Log, Paused, Resumed, Started
 from .groups import CONFIG_PRESETS, layer_groups, resolve_ratios
+from .keep import KEEP_CHOICES
 from .models import LoadedModel, load_model
 from .reinit import ReinitReport, build_student
 from .runs import RunFolder, new_run_dir, save_model
@@ -79,7 +79,7 @@ class CleanseConfig:
     seed: int = 0
     unlabeled_limit: int | None = None
     out: str | None = None  # run folder; None: a new one under the user's data directory
-    keep: str = "last"  # last | best | ema | proxy (common.KEEP_HELP)
+    keep: str = "last"  # last | best | ema | proxy (keep.KEEP_HELP)
     ema_decay: float | None = training.EMA_DECAY  # per step; None: no moving average
     use_bundled_eval: bool = True  # fill missing eval sets from the checkpoint's own (BackdoorBench bd_test)
 

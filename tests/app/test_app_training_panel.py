@@ -27,7 +27,10 @@ def test_the_batch_is_auto_by_default_and_says_what_it_will_be(qtbot):
 
 def test_keep_choices_follow_what_the_run_can_measure(qtbot):
     p = _panel(qtbot)
-    assert p.can_keep("ema") and not p.can_keep("best") and not p.can_keep("proxy")
+    # the scan is on by default while there is no triggered folder, and it brings the proxy ASR
+    assert p.scan_enabled() and p.can_keep("ema") and not p.can_keep("best") and p.can_keep("proxy")
+    p.scan_check.click()  # the user turns the scan off: no proxy ASR to rank epochs by
+    assert not p.scan_enabled() and not p.can_keep("proxy")
     p.keep_combo.setCurrentIndex(p.keep_combo.findData("ema"))
     assert p.values()["keep"] == "ema"
     p.set_asr_available(True)
@@ -35,7 +38,7 @@ def test_keep_choices_follow_what_the_run_can_measure(qtbot):
     assert p.values()["keep"] == "best"
     p.set_asr_available(False)  # the triggered folder went away: back to last
     assert p.values()["keep"] == "last"
-    p.set_proxy_available(True)
+    p.scan_check.click()
     p.keep_combo.setCurrentIndex(p.keep_combo.findData("proxy"))
     assert p.values()["keep"] == "proxy"
 

@@ -9,7 +9,7 @@ from torch.nn import functional as F
 
 from bcu_gui.cli import build_parser, main
 from bcu_gui.cli import _config as cli_config
-from bcu_gui.common import KEEP_CHOICES
+from bcu_gui.core.keep import KEEP_CHOICES
 from bcu_gui.core import training
 from bcu_gui.core.events import EpochEnd, Failed, Finished, Log, Started, Step
 from bcu_gui.core.job import CleanseConfig, CleanseJob

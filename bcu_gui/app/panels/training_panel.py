@@ -14,9 +14,9 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout,
                                QLabel, QSpinBox, QWidget)
 
-from ...common import KEEP_CHOICES, KEEP_HELP
 from ...core.batching import choose_batch_size
 from ...core.devices import available_devices
+from ...core.keep import KEEP_CHOICES, KEEP_HELP
 from ...core.runs import default_runs_root, new_run_dir
 from ..settings import AppSettings
 from .common import FolderField
