@@ -28,7 +28,7 @@ def _kill_after_epoch(cfg, epoch):
     raise AssertionError("the run ended before the epoch")
 
 
-@pytest.mark.parametrize("keep", ["last", "best"])
+@pytest.mark.parametrize("keep", ["last", "best", "ema"])  # ema: the moving average is restored too
 def test_a_resumed_run_reaches_the_same_weights_bit_for_bit(tiny_checkpoint, folders, tmp_path, keep):
     whole = _config(tiny_checkpoint, folders, tmp_path, epochs=3, out=str(tmp_path / "whole"), keep=keep)
     assert isinstance(list(CleanseJob(whole, step_rate=0).events())[-1], Finished)
