@@ -283,6 +283,13 @@ class Distiller:
                 "best_weights": self.best_weights, "proxy_weights": self.proxy_weights,
                 "ema": self.ema.state_dict() if self.ema is not None else None}
 
+    def load_extra_tensor(self, name: str, value: Any) -> None:
+        """Restore what ``tensors()`` names beyond the optimiser's basics (called by ``resume.restore``)."""
+        if name == "proxy_weights":
+            self.proxy_weights = None if value is None else {k: v.to(self.plan.device) for k, v in value.items()}
+        elif name == "ema" and value is not None and self.ema is not None:
+            self.ema.load_state_dict(value)
+
     # -- the loop's parts -----------------------------------------------------------------------------------
     @property
     def temperature(self) -> float:

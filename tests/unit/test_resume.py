@@ -193,3 +193,27 @@ def test_folder_states(tmp_path):
     with pytest.raises(ConfigError, match="earlier run that has no resume point"):
         resume_points.check_out_folder(tmp_path / "old", {"checkpoint": "m.pt"})
     assert resume_points.suggest_name(tmp_path / "old") == tmp_path / "old-2"
+
+
+def test_a_resumed_keep_proxy_run_keeps_the_epoch_chosen_before_the_kill(monkeypatch, tiny_checkpoint, folders,
+                                                                        tmp_path):
+    """The lowest-proxy-ASR epoch came before the interruption: its weights must survive the resume."""
+    from bcu_gui.core import training
+    from test_method import FakeScan
+
+    monkeypatch.setattr(training, "PROXY_AGREEMENT_MARGIN", 1.0)  # the rule ranks by proxy ASR alone here
+    whole_scan = FakeScan([0.5, 0.1, 0.3])
+    whole = _config(tiny_checkpoint, folders, tmp_path, epochs=3, out=str(tmp_path / "whole"), keep="proxy")
+    assert list(CleanseJob(whole, step_rate=0, hooks=[whole_scan]).events())[-1].summary.cleansed.epoch == 2
+
+    cut = _config(tiny_checkpoint, folders, tmp_path, epochs=3, out=str(tmp_path / "cut"), keep="proxy")
+    job = CleanseJob(cut, step_rate=0, hooks=[FakeScan([0.5, 0.1, 0.3])])
+    events = job.events()
+    for event in events:
+        if isinstance(event, EpochEnd) and event.epoch == 2:  # epoch 2 is the proxy's choice
+            events.close()
+            break
+    last = list(CleanseJob(cut, step_rate=0, resume=True, hooks=[FakeScan([0.5, 0.1, 0.3])]).events())[-1]
+    assert isinstance(last, Finished) and last.summary.kept == "proxy" and last.summary.cleansed.epoch == 2
+    a, b = _weights(tmp_path / "whole"), _weights(tmp_path / "cut")
+    assert all(torch.equal(a[k], b[k]) for k in a)
