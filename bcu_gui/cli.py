@@ -329,34 +329,15 @@ def _config_of_run(args: argparse.Namespace):
         return cfg
     source = Path(args.config)
     cfg = CleanseConfig.from_run(source if source.is_dir() else source.parent, out=args.out) \
-        if source.is_dir() or source.name == "config.json" else _config_file(source, args.out)
+        if source.is_dir() or source.name == "config.json" else CleanseConfig.from_file(source, args.out)
     for key, value in {"preset": args.preset, "epochs": args.epochs, "batch_size": args.batch_size,
                        "lr": args.lr}.items():
         if value is not None:
-            setattr(cfg, key, value)
+            setattr(cfg, key, None if value == "auto" else value)  # --batch-size auto: chosen from the set
     if args.ratios:
         cfg.ratios = parse_ratios(args.ratios)
     if args.device != "auto":
         cfg.device = args.device
-    return cfg
-
-
-def _config_file(path: Path, out: str | None):
-    """A config saved under another name than config.json."""
-    import json
-
-    from .core.job import CleanseConfig
-
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path} does not exist") from None
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read {path}: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} does not hold a config")
-    cfg = CleanseConfig.from_dict(data)
-    cfg.out = out
     return cfg
 
 

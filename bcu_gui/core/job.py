@@ -134,10 +134,18 @@ class CleanseConfig:
     def from_run(cls, run_dir: str | Path, out: str | None = None) -> "CleanseConfig":
         """The config of an earlier run, to repeat it; ``out`` names the new run's folder (default: a new one)."""
         path = Path(run_dir) / "config.json"
+        if not path.exists():
+            raise ConfigError(f"{run_dir} is not a run folder: it has no config.json")
+        return cls.from_file(path, out)
+
+    @classmethod
+    def from_file(cls, path: str | Path, out: str | None = None) -> "CleanseConfig":
+        """Settings saved as JSON (a run's ``config.json``, or a copy under another name), into folder ``out``."""
+        path = Path(path)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise ConfigError(f"{run_dir} is not a run folder: it has no config.json") from None
+            raise ConfigError(f"{path} does not exist") from None
         except (OSError, ValueError) as exc:
             raise ConfigError(f"cannot read {path}: {exc}") from None
         if not isinstance(data, dict):

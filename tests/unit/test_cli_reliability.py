@@ -121,6 +121,13 @@ def test_config_repeats_a_run_into_a_new_folder(tiny_checkpoint, unlabeled, tmp_
     assert main(["cleanse", "--config", str(first / "config.json"), "--out", str(first)]) == 2
     err = capsys.readouterr().err
     assert "holds a finished run" in err and f"--out {tmp_path / 'first-2'}" in err
+    # a copy of the config under another name, with the batch size left to the rule
+    copy = tmp_path / "settings.json"
+    copy.write_text((first / "config.json").read_text())
+    third = tmp_path / "third"
+    assert main(["cleanse", "--config", str(copy), "--batch-size", "auto", "--out", str(third), "--json"]) == 0
+    resolved = json.loads((third / "config.json").read_text())
+    assert resolved["batch_size"] is None and resolved["resolved"]["batch_automatic"] is True
 
 
 @pytest.mark.parametrize("prepare", ["user_files", "finished_run"])
