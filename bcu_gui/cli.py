@@ -73,23 +73,29 @@ def build_parser() -> argparse.ArgumentParser:
     from .scan_command import add_parser as add_scan_parser
 
     add_scan_parser(sub, _model_args)
+    from .sweep_command import add_parser as add_sweep_parser
+
+    add_sweep_parser(sub, _model_args, _cleanse_args)
     return parser
 
 
-def _cleanse_args(p: argparse.ArgumentParser, demo: bool = False) -> None:
+def _cleanse_args(p: argparse.ArgumentParser, demo: bool = False, sweep: bool = False) -> None:
+    """The training options; ``sweep``: without those a sweep sets per run (preset, ratios, seed, out)."""
     if not demo:
         _eval_args(p)
     else:
         p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default auto)")
         p.add_argument("--json", action="store_true", help="one JSON object per epoch, then a summary")
-    p.add_argument("--preset", choices=PRESET_NAMES, default=None,
-                   help="re-initialisation ratios (default: paper; the demo uses strong)")
-    p.add_argument("--ratios", help="per-group ratios on top of the preset, e.g. stem=0.01,layer4=0.27")
+    if not sweep:
+        p.add_argument("--preset", choices=PRESET_NAMES, default=None,
+                       help="re-initialisation ratios (default: paper; the demo uses strong)")
+        p.add_argument("--ratios", help="per-group ratios on top of the preset, e.g. stem=0.01,layer4=0.27")
     p.add_argument("--epochs", type=int, default=None, help="distillation epochs (default 100)")
     p.add_argument("--batch-size", type=_batch_size, default=None, metavar="N|auto",
                    help="batch size (default auto: about 10 steps an epoch, between 16 and 256)")
     p.add_argument("--lr", type=float, default=None, help="SGD learning rate (default 0.01)")
-    p.add_argument("--seed", type=int, default=0, help="seed for the re-initialisation masks and training")
+    if not sweep:
+        p.add_argument("--seed", type=int, default=0, help="seed for the re-initialisation masks and training")
     p.add_argument("--precision", default="auto", help="auto | fp32 | bf16 | fp16 (auto: bf16 where supported)")
     p.add_argument("--keep", choices=KEEP_CHOICES, default="last",
                    help="which student to save: " + "; ".join(f"{k}: {v}" for k, v in KEEP_HELP.items()))
@@ -112,7 +118,8 @@ def _cleanse_args(p: argparse.ArgumentParser, demo: bool = False) -> None:
     p.add_argument("--ema-decay", type=float, metavar="D", default=None,
                    help="per-step decay of the moving average of the student's weights (default 0.99; 0 turns "
                         "it off)")
-    p.add_argument("--out", metavar="RUN_DIR", help="run folder (default: a new folder in the user data dir)")
+    if not sweep:
+        p.add_argument("--out", metavar="RUN_DIR", help="run folder (default: a new folder in the user data dir)")
     from .scan_command import add_cleanse_args as add_scan_args
 
     add_scan_args(p)
@@ -162,6 +169,10 @@ def _main(argv: Sequence[str] | None = None) -> int:
             from .scan_command import run as run_scan_command
 
             return run_scan_command(args, _load)
+        if args.command == "sweep":
+            from .sweep_command import run as run_sweep_command
+
+            return run_sweep_command(args, _config)
         return _cleanse(args)
     except BcuError as exc:
         print(f"bcu: error: {exc}", file=sys.stderr)
