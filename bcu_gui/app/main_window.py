@@ -31,6 +31,7 @@ from .panels.training_panel import TrainingPanel
 from .run_view import RunView
 from .scan_view import ScanView
 from .settings import AppSettings
+from .sweep_view import SweepView, describe_run
 from .wheel_guard import WheelGuard
 from .worker import cancel_all_tasks
 
@@ -75,6 +76,9 @@ class MainWindow(QMainWindow):
         self.scan_view = ScanView(self, self.log_pane, lambda text: self.statusBar().showMessage(text))
         self.scan_view.inputs = lambda: (self.model_panel.model, self.data_panel.unlabeled_path())
         self.scan_view.output_root = self._output_root
+        self.sweep_view = SweepView(self, self.log_pane, lambda text: self.statusBar().showMessage(text))
+        self.sweep_view.inputs = lambda: (self.build_config(), self.model_panel.model)
+        self.sweep_view.output_root = self._output_root
 
     def _build_right(self) -> None:
         rv = self.run_view
@@ -87,6 +91,7 @@ class MainWindow(QMainWindow):
         self.view_tabs.setDocumentMode(True)
         self.view_tabs.addTab(self.plot_splitter, "Run")
         self.view_tabs.addTab(self.scan_view.widget, "Scan")
+        self.view_tabs.addTab(self.sweep_view.widget, "Sweep")
         self.right_splitter = QSplitter(Qt.Orientation.Vertical)
         self.right_splitter.addWidget(self.view_tabs)
         self.right_splitter.addWidget(rv.summary)
@@ -250,6 +255,8 @@ class MainWindow(QMainWindow):
         self.scan_view.running_changed.connect(lambda _running: self._update_state())
         self.scan_view.show_requested.connect(lambda: self.view_tabs.setCurrentWidget(self.scan_view.widget))
         self.scan_view.use_as_triggered.connect(self.use_triggered_set)
+        self.sweep_view.running_changed.connect(self._on_running_changed)
+        self.sweep_view.run_activated.connect(self._show_sweep_run)
 
     # ---------------------------------------------------------------------------------------- settings
     def _fit_to_screen(self) -> None:
@@ -369,6 +376,8 @@ class MainWindow(QMainWindow):
             missing.append(problem)
         if self.scan_view.is_running:
             missing.append("wait for the scan to finish (or cancel it)")
+        if self.sweep_view.is_running:
+            missing.append("wait for the sweep to finish (or stop it)")
         return missing
 
     def _output_root(self) -> Path:
@@ -385,15 +394,16 @@ class MainWindow(QMainWindow):
 
     def _update_state(self) -> None:
         self.scan_view.set_available(self.model_panel.model is not None and bool(self.data_panel.unlabeled_path())
-                                     and not self.run_view.is_running)
+                                     and not self.run_view.is_running and not self.sweep_view.is_running)
         self.training_panel.set_asr_available(self.data_panel.asr_available())
         usable = self.data_panel.state("unlabeled").usable or 0
         self.training_panel.set_image_count(usable or None)
         ready = f"{usable:,} unlabelled images. {self.data_panel.curves_sentence()}"
         self.run_view.set_ready(self.missing_inputs(), ready)
+        self.sweep_view.set_available(not self.missing_inputs() and not self.run_view.is_running)
 
     def _refuse_while_running(self) -> bool:
-        if self.run_view.is_running:
+        if self.run_view.is_running or self.sweep_view.is_running:
             self.statusBar().showMessage("A run is in progress: stop it first.", 5000)
             return True
         return False
@@ -453,6 +463,12 @@ class MainWindow(QMainWindow):
         self.run_view.keep_as_reference()
         self.reinit_panel.set_preset("paper")
         return self.start_run(keep_reference=True)
+
+    def _show_sweep_run(self, path: Path) -> None:
+        """A sweep's point was clicked: say which run it is (the run library opens it, once it exists)."""
+        text = describe_run(path)
+        self.log_pane.append_message(f"sweep run {text}")
+        self.statusBar().showMessage(text)
 
     def _on_running_changed(self, running: bool) -> None:
         for panel in self.input_panels:
@@ -517,6 +533,12 @@ class MainWindow(QMainWindow):
                 self.statusBar().showMessage("The run is still saving; the window closes when it has stopped.")
                 event.ignore()
                 return
+        if self.sweep_view.is_running:
+            if not dialogs.ask(self, "Stop the sweep and quit?", "A sweep is in progress. Stop it and quit?\n\n"
+                               "The run in progress is saved; running the sweep again continues it."):
+                event.ignore()
+                return
+            self.sweep_view.close(self.close_wait_ms)
         self.data_panel.cancel_checks()
         self.scan_view.close()
         cancel_all_tasks()

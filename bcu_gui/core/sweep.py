@@ -261,12 +261,13 @@ def pending_row(setting: Setting, run_dir: Path) -> SweepRow:
                     seed=setting.seed, run_dir=str(run_dir))
 
 
-def row_from_summary(setting: Setting, summary: RunSummary, status: Status, note: str = "") -> SweepRow:
+def row_from_summary(setting: Setting, summary: RunSummary, status: Status, run_dir: Path) -> SweepRow:
+    """``run_dir`` is where the folder is now (a sweep folder may have been moved since it ran)."""
     cs, ts = summary.cleansed_scan, summary.teacher_scan
     return dataclasses.replace(
-        pending_row(setting, Path(summary.run_dir)), status=status, ratios=dict(summary.reinit.ratios),
+        pending_row(setting, run_dir), status=status, ratios=dict(summary.reinit.ratios),
         acc=summary.cleansed.acc, asr=summary.cleansed.asr, proxy_asr=cs.proxy_asr if cs else None,
-        kept=summary.kept, seconds=summary.seconds, note=note or summary.note,
+        kept=summary.kept, seconds=summary.seconds, note=summary.note,
         teacher_acc=summary.teacher.acc, teacher_asr=summary.teacher.asr,
         teacher_proxy_asr=ts.proxy_asr if ts else None)
 
@@ -284,10 +285,10 @@ def row_of_folder(setting: Setting, run_dir: Path) -> SweepRow:
     if summary is None:
         return dataclasses.replace(pending_row(setting, run_dir), status="unfinished")
     if state.status == "unfinished":
-        return row_from_summary(setting, summary, "stopped")
+        return row_from_summary(setting, summary, "stopped", run_dir)
     if summary.cancelled:
-        return row_from_summary(setting, summary, "failed")
-    return row_from_summary(setting, summary, "finished")
+        return row_from_summary(setting, summary, "failed", run_dir)
+    return row_from_summary(setting, summary, "finished", run_dir)
 
 
 def _read_summary(run_dir: Path) -> RunSummary | None:
@@ -623,7 +624,7 @@ class SweepJob:
                     continue
                 if isinstance(event, Finished):
                     status = "stopped" if event.cancelled else "finished"
-                    self.rows[index] = row_from_summary(setting, event.summary, status)
+                    self.rows[index] = row_from_summary(setting, event.summary, status, run_dir)
                 yield event
         finally:
             with self._lock:
