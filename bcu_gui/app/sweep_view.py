@@ -349,6 +349,7 @@ class SweepView(QObject):
                 text = f"Stopped. Run sweep again (same folder) to continue. Front so far: {front}."
             else:
                 text = f"Sweep done: {len(event.rows)} runs. Pareto front: {front}. Table: {event.table}"
+                self.folder_edit.clear()  # the next Run starts a new sweep (Open sweep… to come back to this one)
             self.progress_label.setText(text)
             self.log_pane.append_message(f"sweep: {text}")
             self._status(text)

@@ -8,7 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import QPoint, Qt
+from PySide6.QtCore import QEvent, QPoint, QPointF, Qt
+from PySide6.QtGui import QMouseEvent
+from PySide6.QtWidgets import QApplication
 
 from bcu_gui.app.sweep_view import FRONT_COLOR, tip_text
 from bcu_gui.core.events import EpochEnd
@@ -23,6 +25,13 @@ def _point_position(view, row_name: str) -> QPoint:
     spot = next(p for p in view.scatter.points.points() if p.data().name == row_name)
     scene = view.scatter.points.mapToScene(spot.pos())
     return view.scatter.plot_widget.mapFromScene(scene)
+
+
+def _hover(widget, pos: QPoint) -> None:
+    """A mouse move over ``widget`` (QTest's moves the cursor, which the offscreen platform does not track)."""
+    event = QMouseEvent(QEvent.Type.MouseMove, QPointF(pos), widget.mapToGlobal(QPointF(pos)),
+                        Qt.MouseButton.NoButton, Qt.MouseButton.NoButton, Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(widget, event)
 
 
 @pytest.mark.slow
@@ -55,8 +64,10 @@ def test_a_sweep_fills_table_and_scatter_marks_the_front_and_a_click_emits_the_r
     assert "paper" in tip_text(sv.rows[0], "asr") and "ACC" in tip_text(sv.rows[0], "asr")
     assert w.run_panel.start_button.isEnabled() and sv.run_button.isEnabled()
 
-    # a click on a point emits that run's folder (and the window says which run it is)
+    # hovering a point names its setting; a click emits that run's folder (and the window says which run it is)
     target = front[0]
+    _hover(sv.scatter.plot_widget.viewport(), _point_position(sv, target.name))
+    qtbot.waitUntil(lambda: target.label in sv.scatter.plot.getViewBox().toolTip(), timeout=5_000)
     with qtbot.waitSignal(sv.run_activated, timeout=5_000) as activated:
         qtbot.mouseClick(sv.scatter.plot_widget.viewport(), Qt.MouseButton.LeftButton,
                          pos=_point_position(sv, target.name))
