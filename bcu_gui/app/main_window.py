@@ -534,11 +534,16 @@ class MainWindow(QMainWindow):
                 event.ignore()
                 return
         if self.sweep_view.is_running:
-            if not dialogs.ask(self, "Stop the sweep and quit?", "A sweep is in progress. Stop it and quit?\n\n"
-                               "The run in progress is saved; running the sweep again continues it."):
+            if not self._close_when_stopped and not dialogs.ask(
+                    self, "Stop the sweep and quit?", "A sweep is in progress. Stop it and quit?\n\n"
+                    "The run in progress is saved; running the sweep again continues it."):
                 event.ignore()
                 return
-            self.sweep_view.close(self.close_wait_ms)
+            if not self.sweep_view.close(self.close_wait_ms):
+                self._close_when_stopped = True
+                self.statusBar().showMessage("The sweep is still saving; the window closes when it has stopped.")
+                event.ignore()
+                return
         self.data_panel.cancel_checks()
         self.scan_view.close()
         cancel_all_tasks()

@@ -4,6 +4,7 @@ same; Stop saves the run in progress; bad input is a dialog, not a run."""
 
 from __future__ import annotations
 
+import csv
 import sys
 from pathlib import Path
 
@@ -18,6 +19,14 @@ from bcu_gui.core.resume import RESUME_FILE
 
 sys.path.insert(0, str(Path(__file__).parent))
 from app_helpers import open_demo_for_test  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def stop_sweeps(window):
+    """A failing test must not leave the sweep's thread running (the window fixture stops only single runs)."""
+    yield
+    if window.sweep_view.is_running:
+        window.sweep_view.close()
 
 
 def _point_position(view, row_name: str) -> QPoint:
@@ -111,3 +120,17 @@ def test_bad_sweep_input_is_a_dialog_and_starts_nothing(qtbot, window, messages,
     assert not sv.start()
     assert "'x' is not a whole number" in messages.texts()
     assert not sv.open_sweep(tmp_path) and "not a sweep folder" in messages.texts()
+
+
+def test_closing_the_window_during_a_sweep_asks_then_stops_and_saves_the_run(qtbot, window, messages, tmp_path):
+    w = window
+    open_demo_for_test(qtbot, w, epochs=3)
+    sv = w.sweep_view
+    sv.folder_edit.setText(str(tmp_path / "sweep"))
+    with qtbot.waitSignal(sv.runner.event, timeout=120_000, check_params_cb=lambda e: isinstance(e, EpochEnd)):
+        assert sv.start()
+    w.close()
+    assert "Stop the sweep and quit?" in messages.titles()
+    assert not sv.is_running and not w.isVisible()
+    assert (tmp_path / "sweep" / "paper" / RESUME_FILE).exists()
+    assert [r["status"] for r in csv.DictReader((tmp_path / "sweep" / "sweep.csv").open())] == ["stopped", "pending"]
