@@ -65,7 +65,7 @@ class SweepScatter(QWidget):
         self.front_line = pg.PlotDataItem([], [], pen=pg.mkPen(FRONT_COLOR, width=2), name="Pareto front")
         self.plot.addItem(self.front_line)
         self.teacher = pg.ScatterPlotItem([], [], symbol="star", size=16, brush=pg.mkBrush(TEACHER_COLOR),
-                                          pen=pg.mkPen("w"), name="teacher (before cleansing)")
+                                          pen=pg.mkPen("w"), name="teacher")
         self.plot.addItem(self.teacher)
         self.points = pg.ScatterPlotItem([], [], hoverable=True, tip=self._tip, hoverSize=16,
                                          hoverPen=pg.mkPen("k", width=2), name="runs")
@@ -81,9 +81,9 @@ class SweepScatter(QWidget):
 
     def _set_axis(self, metric: str | None) -> None:
         what = METRIC_LABEL.get(metric or "", "ASR")
-        source = {"asr": " (triggered set)", "proxy_asr": " (scan's recovered trigger)"}
-        self.plot.setLabel("bottom", f"final {what} (%)")
-        self.plot.setTitle(f"ACC against {what}{source.get(metric or '', '')}: up and left is better", size="10pt")
+        source = {"asr": "triggered set", "proxy_asr": "scan's trigger"}
+        self.plot.setLabel("bottom", f"final {what} (%)" + (f", {source[metric]}" if metric in source else ""))
+        self.plot.setTitle("Final ACC against ASR: best at the top left", size="10pt")
 
     def _tip(self, x: float, y: float, data: SweepRow) -> str:
         return tip_text(data, self.metric)
@@ -112,6 +112,9 @@ class SweepScatter(QWidget):
             self.teacher.setData([100 * teacher.value(f"teacher_{metric}")], [100 * teacher.teacher_acc])
         else:
             self.teacher.setData([], [])
+        # ACC of useful settings clusters near the teacher's: show from a little below the lowest point
+        accs = [100 * r.acc for r in self.rows] + ([100 * teacher.teacher_acc] if teacher is not None else [])
+        self.plot.setYRange(max(0.0, min(accs, default=0.0) - 5.0), 100.0, padding=0.04)
 
     def _on_clicked(self, item, points, ev=None) -> None:
         if len(points):
@@ -209,13 +212,16 @@ class SweepView(QObject):
         self.table.verticalHeader().setVisible(False)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        for col in range(len(COLUMNS)):
+        self.table.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        for col in range(1, len(COLUMNS)):
             self.table.horizontalHeader().setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
+        self.table.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.table.setWordWrap(False)
         self.table.setToolTip("double-click a run to open it")
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
         self.splitter.addWidget(self.scatter)
         self.splitter.addWidget(self.table)
-        self.splitter.setSizes([1, 1])
+        self.splitter.setSizes([1000, 1000])
 
         layout = QVBoxLayout(self.widget)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -375,6 +381,9 @@ class SweepView(QObject):
                 if col:
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 self.table.setItem(i, col, item)
+        for col, key in ((3, "asr"), (4, "proxy_asr")):  # a column no run can fill is hidden
+            self.table.setColumnHidden(col, bool(self.rows) and all(r.value(key) is None for r in self.rows))
+        self.table.setColumnHidden(1, len({r.seed for r in self.rows}) == 1)  # one seed: said in the controls
 
     def _activate_row(self, row: SweepRow) -> None:
         if row.run_dir and Path(row.run_dir).is_dir():
