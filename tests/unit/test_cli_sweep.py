@@ -1,4 +1,4 @@
-"""`bcu sweep` on the shipped demo (one epoch a run): the table and the Pareto front on stdout, one run folder
+"""`bcu sweep` on a cut-down copy of the shipped demo (its model, fewer of its images; one epoch a run): the table and the Pareto front on stdout, one run folder
 per setting and sweep.csv, a re-run that skips finished runs, bad input as one line and exit 2, a stop signal
 that saves and continues, and the teacher scanned once for a whole sweep with --scan."""
 
@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import signal
 
 import pytest
@@ -16,8 +17,24 @@ from bcu_gui.demo import demo_dir
 QUICK = ["--epochs", "1", "--device", "cpu", "--precision", "fp32", "--no-flip"]
 
 
-def _demo(*extra, triggered=True):
-    root = demo_dir()
+@pytest.fixture(scope="module")
+def mini(tmp_path_factory):
+    """The demo's model with 64 of its unlabelled images and 5 per class of its clean and triggered ones."""
+    src, dst = demo_dir(), tmp_path_factory.mktemp("mini_demo")
+    for name in ("model.pt", "model.json"):
+        shutil.copy2(src / name, dst / name)
+    (dst / "unlabeled").mkdir()
+    for f in sorted((src / "unlabeled").iterdir())[:64]:
+        shutil.copy2(f, dst / "unlabeled" / f.name)
+    for folder in ("clean", "triggered"):
+        for class_dir in sorted(p for p in (src / folder).iterdir() if p.is_dir()):
+            (dst / folder / class_dir.name).mkdir(parents=True)
+            for f in sorted(class_dir.iterdir())[:5]:
+                shutil.copy2(f, dst / folder / class_dir.name / f.name)
+    return dst
+
+
+def _demo(root, *extra, triggered=True):
     args = ["sweep", str(root / "model.pt"), "--unlabeled", str(root / "unlabeled"), "--eval-clean",
             str(root / "clean")]
     if triggered:
@@ -27,9 +44,9 @@ def _demo(*extra, triggered=True):
 
 @pytest.mark.slow
 def test_a_preset_sweep_on_the_demo_prints_the_table_and_front_and_skips_finished_runs_when_repeated(
-        tmp_path, capsys):
+        mini, tmp_path, capsys):
     out = tmp_path / "sweep"
-    assert main(_demo("--presets", "paper,strong", "--out", str(out))) == 0
+    assert main(_demo(mini, "--presets", "paper,strong", "--out", str(out))) == 0
     captured = capsys.readouterr()
     lines = captured.out.splitlines()
     assert lines[0].split()[:3] == ["setting", "seed", "ACC"]
@@ -44,7 +61,7 @@ def test_a_preset_sweep_on_the_demo_prints_the_table_and_front_and_skips_finishe
     assert rows[0]["pareto"] == "yes"  # nothing keeps more accuracy than the paper's light re-initialisation
     assert (out / "paper" / "cleansed.pt").exists() and (out / "strong" / "summary.json").exists()
     # again: nothing re-runs, the same table comes back
-    assert main(_demo("--presets", "paper,strong", "--out", str(out))) == 0
+    assert main(_demo(mini, "--presets", "paper,strong", "--out", str(out))) == 0
     again = capsys.readouterr()
     assert again.err.count("skipped") == 2 and "epoch" not in again.err
     assert again.out.splitlines()[:4] == lines[:4]
@@ -61,10 +78,10 @@ def test_a_preset_sweep_on_the_demo_prints_the_table_and_front_and_skips_finishe
     ([], "give --presets LIST or --grid"),
     (["--presets", "paper", "--grid", "head=1"], "not allowed with argument"),
 ])
-def test_bad_input_is_one_line_and_exit_2_and_writes_nothing(tmp_path, capsys, extra, message):
+def test_bad_input_is_one_line_and_exit_2_and_writes_nothing(mini, tmp_path, capsys, extra, message):
     out = tmp_path / "sweep"
     try:
-        code = main(_demo(*extra, "--out", str(out)))
+        code = main(_demo(mini, *extra, "--out", str(out)))
     except SystemExit as exc:  # argparse's own usage errors leave through SystemExit
         code = exc.code
     assert code == 2
@@ -73,11 +90,11 @@ def test_bad_input_is_one_line_and_exit_2_and_writes_nothing(tmp_path, capsys, e
     assert not out.exists()
 
 
-def test_a_different_sweep_into_a_used_folder_is_refused(tmp_path, capsys):
+def test_a_different_sweep_into_a_used_folder_is_refused(mini, tmp_path, capsys):
     out = tmp_path / "sweep"
     out.mkdir()
     (out / "sweep.json").write_text(json.dumps({"format": 1, "spec": {"presets": ["none"]}, "settings": {}}))
-    assert main(_demo("--presets", "paper", "--out", str(out))) == 2
+    assert main(_demo(mini, "--presets", "paper", "--out", str(out))) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "holds another sweep" in err[0] and "choose a new folder" in err[0]
 
@@ -120,9 +137,9 @@ def test_sigint_stops_the_run_in_progress_saves_it_and_the_same_command_continue
 
 
 @pytest.mark.slow
-def test_with_scan_the_teacher_is_scanned_once_and_every_run_gets_a_proxy_asr(tmp_path, capsys):
+def test_with_scan_the_teacher_is_scanned_once_and_every_run_gets_a_proxy_asr(mini, tmp_path, capsys):
     out = tmp_path / "sweep"
-    code = main(_demo("--grid", "head=0.5,1", "--scan", "--scan-steps", "20", "--scan-limit", "100", "--json",
+    code = main(_demo(mini, "--grid", "head=0.5,1", "--scan", "--scan-steps", "8", "--scan-limit", "60", "--json",
                       "--out", str(out), triggered=False))
     captured = capsys.readouterr()
     assert code == 0, captured.err
