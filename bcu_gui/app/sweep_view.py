@@ -66,6 +66,7 @@ class SweepScatter(QWidget):
         self.plot.addItem(self.front_line)
         self.teacher = pg.ScatterPlotItem([], [], symbol="star", size=16, brush=pg.mkBrush(TEACHER_COLOR),
                                           pen=pg.mkPen("w"), name="teacher")
+        self.teacher.setZValue(10)  # drawn over a run that ends where the teacher started (a kept backdoor)
         self.plot.addItem(self.teacher)
         self.points = pg.ScatterPlotItem([], [], hoverable=True, tip=self._tip, hoverSize=16,
                                          hoverPen=pg.mkPen("k", width=2), name="runs")
