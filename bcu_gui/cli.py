@@ -98,7 +98,7 @@ def _cleanse_args(p: argparse.ArgumentParser, demo: bool = False, sweep: bool = 
         p.add_argument("--seed", type=int, default=0, help="seed for the re-initialisation masks and training")
     p.add_argument("--precision", default="auto", help="auto | fp32 | bf16 | fp16 (auto: bf16 where supported)")
     p.add_argument("--keep", choices=KEEP_CHOICES, default="last",
-                   help="which student to save: " + "; ".join(f"{k}: {v}" for k, v in KEEP_HELP.items()))
+                   help="which student to save: " + "; ".join(f"{k}: {v}" for k, v in KEEP_HELP.items()).replace("%", "%%"))
     p.add_argument("--hard-labels", action="store_true", default=None,
                    help="distil on the teacher's argmax with cross-entropy (the paper's Table 5 ablation) "
                         "instead of its softened probabilities")

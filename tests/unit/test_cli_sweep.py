@@ -151,3 +151,11 @@ def test_with_scan_the_teacher_is_scanned_once_and_every_run_gets_a_proxy_asr(mi
     assert all(p is None for p in proxies) or all(p is not None for p in proxies)
     assert result["metric"] == ("proxy_asr" if proxies[0] is not None else None)
     assert all(r["asr"] is None for r in result["runs"])
+
+
+@pytest.mark.parametrize("verb", ["sweep", "cleanse", "demo"])
+def test_help_prints_for_the_verbs_sharing_the_training_options(verb, capsys):
+    """A '%' in an option's help (the keep rule's '97%') once made argparse fail on --help."""
+    with pytest.raises(SystemExit) as exc:
+        main([verb, "--help"])
+    assert exc.value.code == 0 and "--keep" in capsys.readouterr().out
