@@ -561,6 +561,9 @@ class SweepJob:
         spec, base = self.spec, self.base
         settings = spec.settings()  # validates the spec
         base.validate()
+        if base.keep == "proxy" and not spec.scan:  # else every run would fail the same way, one after another
+            raise ConfigError("keeping the lowest-proxy-ASR epoch needs the scan's proxy ASR: sweep with the scan "
+                              "(bcu sweep --scan) or keep last, best or ema")
         continuing = check_sweep_folder(self.folder, spec, base)
         if self._model is None:
             yield Log(message=f"loading {base.checkpoint}")

@@ -209,3 +209,10 @@ def test_an_unknown_group_fails_the_sweep_before_its_first_run(tiny_checkpoint, 
                            out).events())
     assert isinstance(events[-1], Failed) and "no layer group named 'layer9'" in events[-1].message
     assert Started not in _kinds(events) and not out.exists()
+
+
+def test_keeping_the_proxy_epoch_without_the_scan_is_refused_up_front(tiny_checkpoint, folders, tmp_path):
+    base = _base(tiny_checkpoint, folders, tmp_path, keep="proxy")
+    events = list(SweepJob(SweepSpec(presets=("paper", "strong")), base, tmp_path / "sweep").events())
+    assert len(events) == 1 and isinstance(events[0], Failed) and "bcu sweep --scan" in events[0].message
+    assert not (tmp_path / "sweep").exists()
