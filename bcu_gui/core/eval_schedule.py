@@ -106,13 +106,22 @@ def choose_eval_plan(clean: int, triggered: int, unlabeled: int, epochs: int, *,
                f"{triggered:,} triggered images), keeping evaluation near {EVAL_SHARE:.0%} of an epoch's training")
     measured = _n(sizes[0], clean) + _n(sizes[1], triggered)
     if every is None:
-        every = 1 if subset != "auto" else max(1, math.ceil(measured / allowed))
+        every = max(1, math.ceil(measured / allowed))
         when = "after every epoch" if every == 1 else f"every {every} epochs (automatic)"
     else:
         when = "after every epoch" if every == 1 else f"every {every} epochs, as asked"
-    if every > 1 or sizes != (None, None):
-        why += "; the last epoch and the saved model on the full sets"
-    return EvalPlan(every, sizes[0], sizes[1], f"evaluating {why}, {when}")
+    end = "; the last epoch and the saved model on the full sets" if every > 1 or sizes != (None, None) else ""
+    return EvalPlan(every, sizes[0], sizes[1], f"evaluating {why}, {when}{end}")
+
+
+def describe_scope(scope: str, clean: int, triggered: int) -> str:
+    """'' for a full-set measurement; 'estimate on 1,000 clean + 950 triggered images'; 'not evaluated ...'."""
+    if scope == "subset":
+        sizes = [f"{n:,} {what}" for n, what in ((clean, "clean"), (triggered, "triggered")) if n]
+        return f"estimate on {' + '.join(sizes)} images" if sizes else "estimate on a subset"
+    if scope == "none":
+        return "not evaluated this epoch"
+    return ""
 
 
 def _cap(n: int, k: int) -> int | None:
