@@ -252,8 +252,8 @@ class EpochsPlot(_ThrottledPlot):
         self.notes: list[str] = []  # per epoch point: what an estimate was measured on, for the hover text
         self._solid = {key: pg.mkBrush(color) for key, _, color, _ in self.CURVES}
         self._hollow = pg.mkBrush(255, 255, 255, 255)
-        self.subset_swatch = pg.PlotDataItem(pen=None, symbol="o", symbolSize=7, symbolBrush=self._hollow,
-                                             symbolPen=pg.mkPen("#444", width=1.2))  # legend only, never plotted
+        self.subset_swatch = pg.ScatterPlotItem(symbol="o", size=7, brush=self._hollow,
+                                                pen=pg.mkPen("#444", width=1.2))  # legend only, never plotted
         self._subset_note = False
         self.reference_curves: list[pg.PlotDataItem] = []
         self.reference_data: dict[str, tuple[np.ndarray, np.ndarray]] = {}
