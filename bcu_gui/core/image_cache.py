@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,32 +142,27 @@ def _remove_stale_temporaries(data_path: Path) -> None:
 def _build(data_path: Path, root: Path, files: Sequence[Path], size: int,
            progress: ProgressFn | None) -> tuple[list[Path], list[tuple[Path, str]]]:
     """Decode ``files`` into ``data_path`` (atomically); ``(kept files, skipped)``."""
-    row = 3 * size * size
-    needed = len(files) * row
+    needed = len(files) * 3 * size * size
     data_path.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(data_path)
     free = atomic.free_bytes(data_path.parent)
     if free is not None and free < needed + _SLACK:
         raise DataError(f"the decoded image cache needs {format_bytes(needed)} in {data_path.parent}, but only "
                         f"{format_bytes(free)} is free there: free some space, choose another cache folder "
-                        "(--cache-dir), raise the memory budget, or use fewer images (--unlabeled-limit)")
+                        "(--cache-dir), raise the memory budget, or use fewer images")
     kept: list[Path] = []
     skipped: list[tuple[Path, str]] = []
     with atomic.atomic_path(data_path) as tmp:
-        out = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=(len(files), 3, size, size))
-        try:
+        # plain sequential writes, not a writable mapping: written pages stay in the OS cache, not in our RSS
+        with open(tmp, "wb") as fh:
             for index, result in _decode_in_order(files, size, progress):
                 if isinstance(result, str):
                     skipped.append((files[index], result))
                     continue
-                out[len(kept)] = result if result.ndim == 2 else result.transpose(2, 0, 1)
+                rgb = np.broadcast_to(result, (3, size, size)) if result.ndim == 2 else result.transpose(2, 0, 1)
+                fh.write(np.ascontiguousarray(rgb).tobytes())
                 kept.append(files[index])
-            out.flush()
-        finally:
-            del out
         if not kept:
             path, why = skipped[0]
             raise DataError(f"all {len(files)} image files in {root} are unreadable, e.g. {_rel(path, root)}: {why}")
-        if len(kept) < len(files):
-            os.truncate(tmp, len(kept) * row)
     return kept, skipped

@@ -318,7 +318,7 @@ class CleanseJob:
                                                                          "cache": cache_file}}})
         yield Log(message=f"run folder: {run.path}; compute: {plan.describe()}")
         self.batch = batch
-        images = training_images(unlabeled, self.memory, plan.device)
+        images = training_images(unlabeled, self.memory, plan.device, cache_file)
         self._stream = images if isinstance(images, StreamedImages) else None
         yield from self._train(model, student, images, sets, report, plan, run, continuing)
 

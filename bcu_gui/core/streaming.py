@@ -1,9 +1,12 @@
 """Training batches streamed from a host tensor (in RAM, or memory-mapped from the disk cache), prefetched.
 
 The in-memory path indexes one device tensor with the epoch's order; when the set is over the memory budget
-the rows live on the host instead, and a background thread gathers the next batches (``index_select`` on
-the mapped tensor, which releases the GIL while the OS pages rows in), into pinned memory on CUDA, and starts
-their copy to the device on a side stream, a few batches ahead of the optimiser, so the device does not wait.
+the rows live on the host instead (in RAM, or in the decoded cache file), and a background thread gathers the
+next batches a few ahead of the optimiser, into pinned memory on CUDA, and starts their copy to the device on
+a side stream, so the device does not wait. Rows of the cache file are read with positioned reads (in file
+order) rather than through the mapping: pages read through a mapping count in the process's resident memory
+until the OS needs them back, which would make a budgeted run look (and, to an OOM killer, be) as large as
+the whole set. Both release the GIL while the disk works.
 
 The batches are the rows the in-memory path would pick, in the same order (the epoch's permutation comes
 from the same seeded generator), and augmentation stays on the device, batched, as before: with the same seed
@@ -12,8 +15,10 @@ the two paths train on the same pixels.
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
+from pathlib import Path
 from typing import Iterator
 
 import torch
@@ -37,10 +42,12 @@ class StreamedImages:
     counts or samples the set does not care which path it is on.
     """
 
-    def __init__(self, images: torch.Tensor, device: torch.device, prefetch: int = PREFETCH) -> None:
+    def __init__(self, images: torch.Tensor, device: torch.device, prefetch: int = PREFETCH,
+                 source: str | Path | None = None) -> None:
         if images.device.type != "cpu":
             raise ValueError("streamed images must lie on the host")
         self.images = images
+        self.source = Path(source) if source else None  # the cache file holding ``images``' rows, to read from
         self.device = torch.device(device)
         self.prefetch = max(1, prefetch)
         self._pin = self.device.type == "cuda" and torch.cuda.is_available()
@@ -88,18 +95,20 @@ class StreamedImages:
     # -- the producer thread ----------------------------------------------------------------------------
     def _produce(self, order: torch.Tensor, bs: int, steps: int, out: queue.Queue, stop: threading.Event) -> None:
         stream = torch.cuda.Stream(self.device) if self._pin else None
+        fd = os.open(self.source, os.O_RDONLY | getattr(os, "O_BINARY", 0)) if self.source is not None else None
         try:
             for k in range(steps):
                 index = order[k * bs:(k + 1) * bs]
                 if self._pin:
                     host = torch.empty((len(index), *self.images.shape[1:]), dtype=torch.uint8, pin_memory=True)
-                    torch.index_select(self.images, 0, index, out=host)
+                    self._gather(index, host, fd)
                     with torch.cuda.stream(stream):
                         batch = host.to(self.device, non_blocking=True)
                     stream.synchronize()  # this thread waits, not the optimiser
                     batch.record_stream(torch.cuda.current_stream(self.device))
                 else:
-                    batch = torch.index_select(self.images, 0, index)
+                    batch = torch.empty((len(index), *self.images.shape[1:]), dtype=torch.uint8)
+                    self._gather(index, batch, fd)
                     if self.device.type != "cpu":
                         batch = batch.to(self.device)
                 _put(out, batch, stop)
@@ -110,6 +119,32 @@ class StreamedImages:
                 _put(out, exc, stop)
             except _Stop:
                 return
+        finally:
+            if fd is not None:
+                os.close(fd)
+
+    def _gather(self, index: torch.Tensor, out: torch.Tensor, fd: int | None) -> None:
+        """Rows ``index`` into ``out``, in that order: from the cache file by offset, else from the tensor."""
+        if fd is None:
+            torch.index_select(self.images, 0, index, out=out)
+            return
+        rows = out.numpy().reshape(len(index), -1)
+        size = rows.shape[1]
+        for j in sorted(range(len(index)), key=lambda j: int(index[j])):  # ascending offsets: kind to the disk
+            view = memoryview(rows[j])
+            offset, done = int(index[j]) * size, 0
+            while done < size:
+                got = os.preadv(fd, [view[done:]], offset + done) if hasattr(os, "preadv") else \
+                    _pread_into(fd, view[done:], offset + done)
+                if got <= 0:
+                    raise OSError(f"the image cache {self.source} ended early (row {int(index[j])})")
+                done += got
+
+
+def _pread_into(fd: int, view: memoryview, offset: int) -> int:
+    data = os.pread(fd, len(view), offset)
+    view[:len(data)] = data
+    return len(data)
 
 
 def _put(out: queue.Queue, item, stop: threading.Event) -> None:
@@ -123,9 +158,12 @@ def _put(out: queue.Queue, item, stop: threading.Event) -> None:
             continue
 
 
-def training_images(images: ImageSet, choice: MemoryChoice, device: torch.device) -> torch.Tensor | StreamedImages:
+def training_images(images: ImageSet, choice: MemoryChoice, device: torch.device,
+                    cache: str = "") -> torch.Tensor | StreamedImages:
     """What the training loop indexes: the tensor itself (in memory) or a prefetching stream over it."""
-    return images.images if not choice.streamed else StreamedImages(images.images, device)
+    if not choice.streamed:
+        return images.images
+    return StreamedImages(images.images, device, source=cache or None)
 
 
 def load_within_budget(folder: str, size: int, device: torch.device, budget: int | None, limit: int | None = None,

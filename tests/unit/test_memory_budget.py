@@ -185,3 +185,13 @@ def test_streaming_from_the_cache_trains_like_the_in_memory_path(tiny_checkpoint
     logs = [e.message for e in again if type(e).__name__ == "Log"]
     assert any(m.startswith("reusing the image cache") for m in logs)
     assert not any(t.name == "bcu-prefetch" for t in threading.enumerate())
+
+
+def test_the_stream_reads_rows_from_the_cache_file_in_the_epochs_order(tmp_path):
+    cached = load_unlabeled_cached(DEMO_UNLABELED, 32, limit=20, cache_dir=tmp_path)
+    images = cached.images.images
+    stream = StreamedImages(images, torch.device("cpu"), source=cached.path)
+    order = torch.randperm(20, generator=torch.Generator().manual_seed(3))
+    stream.start_epoch(order, 8, 3)
+    assert torch.equal(torch.cat([stream.next_batch() for _ in range(3)]), images[order])
+    stream.close()
