@@ -61,6 +61,20 @@ def test_the_path_follows_the_budget():
     assert format_bytes(7.5e9) == "7.5 GB" and format_bytes(2e9) == "2 GB"
 
 
+def test_on_a_gpu_the_default_budget_is_a_quarter_of_each_memory(monkeypatch):
+    from bcu_gui.core import memory_budget
+
+    monkeypatch.setattr(memory_budget, "total_ram", lambda: (64 * 1000**3, "test"))
+    monkeypatch.setattr(memory_budget, "device_memory", lambda device: 8 * 1000**3 if device.type == "cuda" else None)
+    gpu = torch.device("cuda")
+    assert choose_data_path(10_000, 224, gpu).path == "memory"  # 1.5 GB: under 2 GB of the GPU, 16 GB of RAM
+    ram = choose_data_path(20_000, 224, gpu)  # 3 GB: over a quarter of the GPU's 8 GB, under 16 GB of RAM
+    assert ram.path == "stream-ram" and ram.device_budget == 2 * 1000**3 and "kept in RAM" in ram.reason
+    disk = choose_data_path(120_000, 224, gpu)  # 18 GB: over a quarter of RAM
+    assert disk.path == "stream-disk" and disk.host_budget == 16 * 1000**3
+    assert choose_data_path(20_000, 224, torch.device("cpu")).path == "memory"  # the CPU trains where it lies
+
+
 # ------------------------------------------------------------------------------------------- the cache
 def test_the_cache_holds_the_same_pixels_and_is_reused(tmp_path):
     memory = load_unlabeled(DEMO_UNLABELED, 32, limit=48)
