@@ -120,6 +120,9 @@ def _cleanse_args(p: argparse.ArgumentParser, demo: bool = False, sweep: bool = 
                         "it off)")
     if not sweep:
         p.add_argument("--out", metavar="RUN_DIR", help="run folder (default: a new folder in the user data dir)")
+    from .bigdata_args import add_bigdata_args
+
+    add_bigdata_args(p)
     from .scan_command import add_cleanse_args as add_scan_args
 
     add_scan_args(p)
@@ -282,6 +285,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _config(args: argparse.Namespace):
+    from .bigdata_args import bigdata_settings
     from .core.job import CleanseConfig
 
     if args.command == "cleanse" and (args.resume or args.config):
@@ -304,7 +308,7 @@ def _config(args: argparse.Namespace):
     if args.ema_decay is not None:
         overrides["ema_decay"] = args.ema_decay or None
     common = dict(device=args.device, seed=args.seed, precision=args.precision, keep=args.keep, out=args.out,
-                  ratios=parse_ratios(args.ratios) if args.ratios else {})
+                  ratios=parse_ratios(args.ratios) if args.ratios else {}, **bigdata_settings(args))
     if args.command == "demo":
         from .demo.config import demo_config
 
@@ -320,6 +324,7 @@ def _config(args: argparse.Namespace):
 
 def _config_of_run(args: argparse.Namespace):
     """``--resume RUN_DIR``: that run's settings, into that folder; ``--config FILE``: a file's, into a new one."""
+    from .bigdata_args import bigdata_settings
     from .core.job import CleanseConfig
 
     if args.resume and args.config:
@@ -349,6 +354,8 @@ def _config_of_run(args: argparse.Namespace):
         cfg.ratios = parse_ratios(args.ratios)
     if args.device != "auto":
         cfg.device = args.device
+    for key, value in bigdata_settings(args).items():
+        setattr(cfg, key, value)
     return cfg
 
 

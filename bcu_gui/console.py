@@ -6,6 +6,7 @@ import sys
 
 from .common import pct as _pct
 from .core.atomic import dumps
+from .core.eval_schedule import describe_scope
 from .core.events import EpochEnd, Event, Failed, Finished, Log, Paused, Resumed, Started, Step, to_record
 
 
@@ -45,6 +46,11 @@ def _extra_text(extra: dict) -> str:
     return "".join(f"  {p}" for p in parts)
 
 
+def eval_note(event: EpochEnd) -> str:
+    """'' for a full-set point; else what the epoch's numbers are: an estimate on n images, or not measured."""
+    return describe_scope(event.eval_scope, event.eval_clean, event.eval_triggered)
+
+
 def _log_line(event: Log) -> str:
     return ("warning: " if event.level == "warning" else "") + event.message
 
@@ -74,9 +80,12 @@ class ConsoleReporter:
         elif isinstance(event, (Paused, Resumed)) and self._bar is not None:
             self._write(f"{'paused' if isinstance(event, Paused) else 'resumed'} at step {event.step}")
         elif isinstance(event, EpochEnd) and self._bar is not None:
-            self._write(f"epoch {event.epoch:3d}/{event.epochs}  loss {event.loss:.4f}  ACC {pct(event.acc)}  "
-                            f"ASR {pct(event.asr)}  agreement {pct(event.agreement)}  T {event.temperature:.2f}  "
-                            f"{event.seconds:.1f} s{_extra_text(event.extra)}")
+            note = eval_note(event)
+            scores = (f"ACC {pct(event.acc)}  ASR {pct(event.asr)}  agreement {pct(event.agreement)}"
+                      if event.eval_scope != "none" else f"({note})")
+            self._write(f"epoch {event.epoch:3d}/{event.epochs}  loss {event.loss:.4f}  {scores}  "
+                        f"T {event.temperature:.2f}  {event.seconds:.1f} s{_extra_text(event.extra)}"
+                        + (f"  ({note})" if event.eval_scope == "subset" else ""))
         elif isinstance(event, Finished):
             self.close()
             s = event.summary

@@ -207,7 +207,12 @@ class LossPlot(_ThrottledPlot):
 
 
 class EpochsPlot(_ThrottledPlot):
-    """ACC, ASR and agreement with the teacher per epoch, in %, with the teacher's ACC and ASR as dashed lines."""
+    """ACC, ASR and agreement with the teacher per epoch, in %, with the teacher's ACC and ASR as dashed lines.
+
+    A run with large evaluation sets measures most epochs on a fixed subset (core/eval_schedule.py): those points
+    are drawn hollow, with a legend note and the subset's size in the hover text; points measured on the full
+    sets (the last epoch always) are solid. Epochs the run did not measure get no ACC / ASR point.
+    """
 
     CURVES = (("acc", "ACC", ACC_COLOR, "o"), ("asr", "ASR", ASR_COLOR, "t"),
               ("agreement", "agreement", AGREE_COLOR, "s"), ("proxy", "proxy ASR", PROXY_COLOR, "d"))
@@ -228,8 +233,8 @@ class EpochsPlot(_ThrottledPlot):
             style = {"agreement": Qt.PenStyle.DotLine, "proxy": Qt.PenStyle.DashLine}.get(key, Qt.PenStyle.SolidLine)
             self.curves[key] = self.plot.plot(
                 pen=pg.mkPen(color, width=1.5 if agree else 2, style=style),
-                symbol=symbol, symbolSize=4 if agree else 6, symbolBrush=color, symbolPen=None, name=name,
-                connect="finite")
+                symbol=symbol, symbolSize=4 if agree else 6, symbolBrush=color, symbolPen=pg.mkPen(color, width=1.2),
+                name=name, connect="finite")
             self.curves[key].setZValue(1 if agree else 2)  # ACC and ASR stay on top of agreement
         # The teacher's values: dashed horizontal lines, named in the legend (labels on the lines would
         # collide, as ACC and ASR are both near 100% for a backdoored model).
@@ -243,6 +248,13 @@ class EpochsPlot(_ThrottledPlot):
             self.teacher_lines[key] = line
             self._teacher_legend[key] = pg.PlotDataItem(pen=pen)  # a legend swatch only, never plotted
         self.teacher: dict[str, float | None] = {"acc": None, "asr": None, "proxy": None}
+        self.scopes: list[str] = []  # per epoch point: "full", "subset" (estimate) or "none" (not measured)
+        self.notes: list[str] = []  # per epoch point: what an estimate was measured on, for the hover text
+        self._solid = {key: pg.mkBrush(color) for key, _, color, _ in self.CURVES}
+        self._hollow = pg.mkBrush(255, 255, 255, 255)
+        self.subset_swatch = pg.ScatterPlotItem(symbol="o", size=7, brush=self._hollow,
+                                                pen=pg.mkPen("#444", width=1.2))  # legend only, never plotted
+        self._subset_note = False
         self.reference_curves: list[pg.PlotDataItem] = []
         self.reference_data: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         layout = QVBoxLayout(self)
@@ -253,6 +265,10 @@ class EpochsPlot(_ThrottledPlot):
     def start_run(self, epochs: int, teacher_acc: float | None, teacher_asr: float | None) -> None:
         for s in self.series.values():
             s.clear()
+        self.scopes, self.notes = [], []
+        if self._subset_note:
+            self.legend.removeItem(self.subset_swatch)
+            self._subset_note = False
         self.teacher = {"acc": teacher_acc, "asr": teacher_asr, "proxy": None}
         for key, value in self.teacher.items():
             self._show_teacher_line(key, value)
@@ -279,10 +295,20 @@ class EpochsPlot(_ThrottledPlot):
         self._show_teacher_line("proxy", value)
 
     def add_epoch(self, epoch: int, acc: float | None, asr: float | None, agreement: float | None,
-                  proxy: float | None = None) -> None:
+                  proxy: float | None = None, scope: str = "full", note: str = "") -> None:
+        """One epoch's point; ``scope`` 'subset' draws it hollow (an estimate, ``note`` says on what)."""
         for key, value in (("acc", acc), ("asr", asr), ("agreement", agreement), ("proxy", proxy)):
             self.series[key].append(epoch, np.nan if value is None else value * 100)
+        self.scopes.append(scope)
+        self.notes.append(note)
+        if scope == "subset" and not self._subset_note:
+            self.legend.addItem(self.subset_swatch, "hollow: estimate on a subset")
+            self._subset_note = True
         self._schedule()
+
+    def subset_epochs(self) -> list[int]:
+        """Epochs whose ACC / ASR are subset estimates."""
+        return [int(x) for x, scope in zip(self.series["acc"].x, self.scopes) if scope == "subset"]
 
     def keep_as_reference(self, label: str) -> None:
         """Turn the current ACC/ASR curves into faded reference curves (the previous run, for comparison)."""
@@ -320,12 +346,17 @@ class EpochsPlot(_ThrottledPlot):
         return self.series["proxy"].y.tolist()
 
     def _redraw(self) -> None:
+        scopes = np.array(self.scopes, dtype=object)
         for key, curve in self.curves.items():
             s = self.series[key]
-            if s.n and not np.all(np.isnan(s.y)):
-                curve.setData(s.x, s.y)
-            else:
+            if not s.n or np.all(np.isnan(s.y)):
                 curve.setData([], [])
+            elif key == "proxy":  # the scan's number, measured every epoch whatever the evaluation plan
+                curve.setData(s.x, s.y)
+            else:  # epochs not measured leave no point (the line joins the measured ones)
+                shown = scopes != "none"
+                brushes = [self._hollow if scope == "subset" else self._solid[key] for scope in scopes[shown]]
+                curve.setData(s.x[shown], s.y[shown], symbolBrush=brushes)
 
     def _hover_text(self, x: float):
         xs = self.series["acc"].x
@@ -333,6 +364,8 @@ class EpochsPlot(_ThrottledPlot):
         if i is None:
             return None
         parts = [f"epoch {int(xs[i])}"]
+        if i < len(self.notes) and self.notes[i]:
+            parts.append(f"({self.notes[i]})")
         y_mark = None
         for key, name, *_ in self.CURVES:
             value = self.series[key].y[i]

@@ -19,6 +19,7 @@ from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QFileDialog, QStyle, QWidget
 
 from ..common import pct
+from ..core.eval_schedule import describe_scope
 from ..core.events import EpochEnd, Event, Failed, Finished, Log, Paused, Resumed, Started, Step
 from ..core.job import CleanseConfig, CleanseJob
 from ..core.models import LoadedModel
@@ -254,7 +255,9 @@ class RunView(QObject):
             self.run_panel.on_step(event)
         elif isinstance(event, EpochEnd):
             proxy = event.extra.get("proxy_asr")
-            self.epochs_plot.add_epoch(event.epoch, event.acc, event.asr, event.agreement, proxy)
+            note = describe_scope(event.eval_scope, event.eval_clean, event.eval_triggered)
+            self.epochs_plot.add_epoch(event.epoch, event.acc, event.asr, event.agreement, proxy,
+                                       scope=event.eval_scope, note=note)
             if self._hooks and self.epochs_plot.teacher.get("proxy") is None:
                 self.epochs_plot.set_teacher_proxy(getattr(self._hooks[0], "teacher_proxy", None))
             self.loss_plot.mark_epoch(self._last_step)
@@ -262,7 +265,8 @@ class RunView(QObject):
             self.log_pane.append_message(
                 f"epoch {event.epoch}/{event.epochs}: loss {event.loss:.4f}, ACC {pct(event.acc)}, "
                 f"ASR {pct(event.asr)}, agreement {pct(event.agreement)}"
-                + (f", proxy ASR {pct(proxy)}" if "proxy_asr" in event.extra else "") + f" ({event.seconds:.1f} s)")
+                + (f", proxy ASR {pct(proxy)}" if "proxy_asr" in event.extra else "") + f" ({event.seconds:.1f} s)"
+                + (f" [{note}]" if note else ""))
         elif isinstance(event, Log):
             self.log_pane.append_message(event.message, event.level)
         elif isinstance(event, Started):

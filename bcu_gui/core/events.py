@@ -64,6 +64,9 @@ class EpochEnd:
     seconds: float
     elapsed: float
     extra: dict[str, float] = field(default_factory=dict)
+    eval_scope: str = "full"  # "full"; "subset": ACC / ASR estimated on a fixed subset; "none": not measured
+    eval_clean: int = 0  # clean images ACC was measured on this epoch (0: none)
+    eval_triggered: int = 0  # triggered images ASR was measured on this epoch (0: none)
 
 
 @dataclass(frozen=True)

@@ -29,17 +29,19 @@ from . import resume as resume_points
 from . import training
 from .batching import BatchChoice, choose_batch_size, steps_per_epoch
 from .bundled import resolve_eval_sets
-from .data import load_unlabeled
 from .devices import PRECISIONS, plan_compute
 from .errors import BcuError, ConfigError
+from .eval_schedule import EvalPlan, ScheduledEvaluator, choose_eval_plan, parse_eval_subset
 from .evaluation import EvalSets, Evaluator
 from .events import Event, Failed, Finished, Log, Paused, Resumed, Started
 from .groups import CONFIG_PRESETS, layer_groups, resolve_ratios
+from .memory_budget import MemoryChoice
 from .keep import KEEP_CHOICES
 from .models import LoadedModel, load_model
 from .reinit import ReinitReport, build_student
 from .runs import RunFolder, new_run_dir, save_model
 from .saveback import save_original_form
+from .streaming import StreamedImages, load_within_budget, training_images
 from .summary import ReinitRecord, Scores
 from .training import Distiller, RunHook, RunState, StepThrottle, distillation_loss  # noqa: F401 (re-export)
 
@@ -82,6 +84,10 @@ class CleanseConfig:
     keep: str = "last"  # last | best | ema | proxy (keep.KEEP_HELP)
     ema_decay: float | None = training.EMA_DECAY  # per step; None: no moving average
     use_bundled_eval: bool = True  # fill missing eval sets from the checkpoint's own (BackdoorBench bd_test)
+    memory_budget: int | None = None  # bytes for the unlabelled set; None: a quarter of RAM / GPU memory
+    cache_dir: str | None = None  # where a set over the budget is cached decoded; None: the user cache dir
+    eval_every: int | None = None  # measure every k epochs; None: chosen from the set sizes
+    eval_subset: int | str = "auto"  # images per set measured between epochs: a number, 'auto' or 'all'
 
     def validate(self) -> None:
         """Reject settings that cannot work, before any file is read."""
@@ -104,6 +110,9 @@ class CleanseConfig:
             (self.keep in KEEP_CHOICES, f"keep must be one of {', '.join(KEEP_CHOICES)}, got '{self.keep}'"),
             (self.unlabeled_limit is None or self.unlabeled_limit >= 2, "the unlabelled limit must be at least 2"),
             (self.temperature_start > 0, "the starting temperature must be positive"),
+            (self.memory_budget is None or (isinstance(self.memory_budget, int) and self.memory_budget > 0),
+             f"the memory budget must be a positive number of bytes, got {self.memory_budget!r}"),
+            (self.eval_every is None or self.eval_every >= 1, f"--eval-every must be at least 1, got {self.eval_every}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -112,6 +121,7 @@ class CleanseConfig:
             raise ConfigError("keeping the best epoch needs a triggered folder to measure ASR")
         if self.keep == "ema" and self.ema_decay is None:
             raise ConfigError("keeping the moving average needs one: set an EMA decay")
+        parse_eval_subset(self.eval_subset)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -180,6 +190,9 @@ class CleanseJob:
         self._go = threading.Event()
         self._go.set()
         self.batch: BatchChoice | None = None  # chosen once the unlabelled set is read
+        self.memory: MemoryChoice | None = None  # where the unlabelled set lives, chosen before it is read
+        self.eval_plan: EvalPlan | None = None  # when and on how many images epochs are measured
+        self._stream: StreamedImages | None = None
 
     # -- control, safe from any thread -------------------------------------------------------------------
     def pause(self) -> None:
@@ -224,6 +237,9 @@ class CleanseJob:
         except Exception as exc:  # a bug: report it, never kill the driver
             yield Failed(message=f"unexpected error: {type(exc).__name__}: {exc}", kind="internal",
                          detail=traceback.format_exc())
+        finally:
+            if self._stream is not None:  # a failed or abandoned run leaves no prefetching thread behind
+                self._stream.close()
 
     def _disk_full_message(self, exc: OSError) -> str:
         kept = "; the trained model is kept in memory" if self.trained is not None else ""
@@ -249,7 +265,9 @@ class CleanseJob:
         if self._resume and not cfg.out:
             raise ConfigError("resuming needs the run folder of the unfinished run")
         # before anything slow: a folder holding earlier work is never overwritten
-        continuing = resume_points.check_out_folder(cfg.out, cfg.to_dict(), self._resume) if cfg.out else False
+        continuing = resume_points.check_out_folder(
+            cfg.out, cfg.to_dict(), self._resume,
+            normalise=lambda saved: CleanseConfig.from_dict(saved).to_dict()) if cfg.out else False
         plan = plan_compute(cfg.device, cfg.precision, cfg.channels_last)
         if self._model is None:  # a model handed in was already described by whoever loaded it
             yield Log(message=f"loading {cfg.checkpoint}")
@@ -260,8 +278,15 @@ class CleanseJob:
                 yield Log(message=note)
         model = self._model
 
-        yield Log(message=f"reading unlabelled images from {cfg.unlabeled}")
-        unlabeled = load_unlabeled(cfg.unlabeled, model.input_size, limit=cfg.unlabeled_limit)
+        loaded = None
+        for item in load_within_budget(cfg.unlabeled, model.input_size, plan.device, cfg.memory_budget,
+                                       cfg.unlabeled_limit, cfg.cache_dir):
+            if isinstance(item, Log):
+                yield item
+            else:
+                loaded = item
+        assert loaded is not None
+        unlabeled, self.memory, cache_file = loaded
         yield from _skipped_warning(unlabeled)
         if len(unlabeled) < 2:
             raise ConfigError(f"{cfg.unlabeled} holds only {len(unlabeled)} usable image; at least 2 are needed")
@@ -290,17 +315,27 @@ class CleanseJob:
             run.write_config({**cfg.to_dict(), RESOLVED_KEY: {"ratios": ratios, "model": model.metadata(),
                                                               "device": plan.describe(), "batch_size": batch.size,
                                                               "batch_automatic": batch.automatic,
-                                                              "batch_reason": batch.reason}})
+                                                              "batch_reason": batch.reason,
+                                                              "memory": {**self.memory.to_dict(),
+                                                                         "cache": cache_file}}})
         yield Log(message=f"run folder: {run.path}; compute: {plan.describe()}")
         self.batch = batch
-        yield from self._train(model, student, unlabeled.images, sets, report, plan, run, continuing)
+        images = training_images(unlabeled, self.memory, plan.device, cache_file)
+        self._stream = images if isinstance(images, StreamedImages) else None
+        yield from self._train(model, student, images, sets, report, plan, run, continuing)
 
-    def _distiller(self, model: LoadedModel, student: torch.nn.Module, images: torch.Tensor, sets: EvalSets,
-                   plan) -> Distiller:
+    def _distiller(self, model: LoadedModel, student: torch.nn.Module, images: torch.Tensor | StreamedImages,
+                   sets: EvalSets, plan) -> Distiller:
         cfg = self.config
         bs = choose_batch_size(len(images), cfg.batch_size).size
         steps = steps_per_epoch(len(images), bs)
-        evaluator = Evaluator(sets, model.normalization, plan, agreement_images=images[:2048])
+        self.eval_plan = choose_eval_plan(len(sets.clean) if sets.clean else 0,
+                                          len(sets.triggered) if sets.triggered else 0, len(images), cfg.epochs,
+                                          measures=1 if cfg.ema_decay is None else 2,
+                                          every=cfg.eval_every if cfg.eval_every is not None or cfg.keep != "proxy"
+                                          else 1, subset=cfg.eval_subset)
+        evaluator = ScheduledEvaluator(Evaluator(sets, model.normalization, plan, agreement_images=images[:2048]),
+                                       self.eval_plan, model.normalization, plan, cfg.seed)
         state = RunState(epochs=cfg.epochs, steps_per_epoch=steps, batch_size=bs)
         distiller = Distiller(teacher=model.module, student=student, images=images, evaluator=evaluator,
                               plan=plan, state=state, lr=cfg.lr, momentum=cfg.momentum,
@@ -318,6 +353,8 @@ class CleanseJob:
                report: ReinitReport, plan, run: RunFolder, continuing: bool = False) -> Iterator[Event]:
         cfg = self.config
         d = self._distiller(model, student, images, sets, plan)
+        assert self.eval_plan is not None
+        yield Log(message=self.eval_plan.reason)
         if continuing and (run.path / resume_points.RESUME_FILE).exists():
             teacher = d.state.teacher
             resume_points.restore(d, resume_points.read_point(run.path))
@@ -380,6 +417,9 @@ class CleanseJob:
                             model_files=[str(p) for p in files], run_dir=str(run.path))
         if self.batch is not None:
             summary = dataclasses.replace(summary, batch_reason=self.batch.reason)
+        if self.memory is not None and self.eval_plan is not None:
+            summary = dataclasses.replace(summary, data_path=self.memory.path, data_reason=self.memory.reason,
+                                          eval_reason=self.eval_plan.reason)
         if cancelled and self.stop_reason:
             summary = dataclasses.replace(summary, note=f"stopped ({self.stop_reason}): {summary.note}")
         run.write_summary(summary.to_dict())

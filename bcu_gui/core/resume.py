@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import torch
 
@@ -85,11 +85,14 @@ def suggest_name(path: str | Path) -> Path:
     return folder.with_name(f"{folder.name}-new")
 
 
-def check_out_folder(path: str | Path, settings: dict, resume: bool = False) -> bool:
+def check_out_folder(path: str | Path, settings: dict, resume: bool = False,
+                     normalise: Callable[[dict], dict] | None = None) -> bool:
     """May a run with ``settings`` write into ``path``? Returns True when it continues an unfinished run there.
 
     Refused (``ConfigError``, one line with a free name to use): a finished run, an unfinished run of other
     settings, a folder of the user's own files, and ``resume`` of anything but an unfinished run.
+    ``normalise`` reads the saved config the way the current version would (settings added since the run
+    began take their defaults), so a run folder stays resumable after an upgrade adds a setting.
     """
     state = folder_state(path)
     other = suggest_name(path)
@@ -98,7 +101,13 @@ def check_out_folder(path: str | Path, settings: dict, resume: bool = False) -> 
             raise ConfigError(f"{path} is not a run folder: there is nothing to resume")
         return False
     if state.status == "unfinished":
-        if state.config is not None and settings_of(state.config) == settings_of(settings):
+        saved = state.config
+        if saved is not None and normalise is not None:
+            try:
+                saved = normalise(saved)
+            except ConfigError:
+                pass  # unreadable as a config today: compared as written, so it is refused below
+        if saved is not None and settings_of(saved) == settings_of(settings):
             return True
         raise ConfigError(f"{path} holds an unfinished run with other settings; resume it with "
                           f"`bcu cleanse --resume {path}`, or write this run to a new folder, e.g. --out {other}")

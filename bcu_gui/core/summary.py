@@ -29,6 +29,7 @@ class Scores:
     epoch: int = 0
     loss: float | None = None
     partial: bool = False
+    eval_scope: str = "full"  # "full"; "subset": estimated on a fixed subset; "none": not measured that epoch
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> "Scores | None":
@@ -114,6 +115,9 @@ class RunSummary:
     proxy: Scores | None = None  # the epoch the keep-proxy rule prefers (None: no proxy ASR)
     batch_size: int | None = None  # as used (chosen automatically or as requested)
     batch_reason: str = ""
+    data_path: str = ""  # where the unlabelled set lived: memory, stream-ram, stream-disk (memory_budget.py)
+    data_reason: str = ""
+    eval_reason: str = ""  # when and on how many images epochs were measured (eval_schedule.py)
     teacher_scan: ScanRecord | None = None  # the scan before cleansing (None: the run did not scan)
     cleansed_scan: ScanRecord | None = None  # a fresh scan of the saved model (None: not scanned or stopped)
 

@@ -29,8 +29,10 @@ from torch.nn import functional as F
 
 from .data import random_crop_flip, to_model_input
 from .devices import ComputePlan
+from .eval_schedule import ScheduledEvaluator
 from .evaluation import Evaluator
 from .events import EpochEnd, Step
+from .streaming import StreamedImages
 from .summary import ReinitRecord, RunSummary, Scores
 
 STEP_EVENTS_PER_SECOND = 30
@@ -241,18 +243,22 @@ class StepThrottle:
 class Distiller:
     """The student, the teacher and the optimiser of one run, and the three parts of its loop."""
 
-    def __init__(self, *, teacher: torch.nn.Module, student: torch.nn.Module, images: torch.Tensor,
-                 evaluator: Evaluator, plan: ComputePlan, state: RunState, lr: float, momentum: float,
+    def __init__(self, *, teacher: torch.nn.Module, student: torch.nn.Module,
+                 images: torch.Tensor | StreamedImages, evaluator: Evaluator | ScheduledEvaluator, plan: ComputePlan, state: RunState, lr: float, momentum: float,
                  weight_decay: float, crop_padding: int, flip: bool, seed: int, temperature_start: float,
                  temperature_rise: float, keep: str, hooks: Sequence[RunHook] = (), hard_labels: bool = False,
                  cosine_period: int | None = None, ema_decay: float | None = EMA_DECAY) -> None:
+        if not isinstance(evaluator, ScheduledEvaluator):  # a plain evaluator: full sets after every epoch
+            evaluator = ScheduledEvaluator(evaluator)
         self.plan, self.state, self.evaluator = plan, state, evaluator
         self.memory = torch.channels_last if plan.channels_last else torch.contiguous_format
         self.teacher = copy.deepcopy(teacher).to(plan.device, memory_format=self.memory).eval()
         for p in self.teacher.parameters():
             p.requires_grad_(False)
         self.student = student.to(plan.device, memory_format=self.memory).train()
-        self.data = images.to(plan.device)
+        # over the memory budget the rows stay on the host and a prefetching thread serves the batches
+        self.stream = images if isinstance(images, StreamedImages) else None
+        self.data = images if self.stream is not None else images.to(plan.device)
         self.crop_padding, self.flip, self.keep = crop_padding, flip, keep
         self.temperature_start, self.temperature_rise = temperature_start, temperature_rise
         self.hard_labels = hard_labels
@@ -306,7 +312,10 @@ class Distiller:
     def begin_epoch(self) -> None:
         """Draw this epoch's order (the generator advances once per epoch, so a resume can replay it)."""
         n = len(self.data)
-        self._order = torch.randperm(n, generator=self.order_gen).to(self.plan.device)
+        order = torch.randperm(n, generator=self.order_gen)
+        if self.stream is not None:
+            self.stream.start_epoch(order, min(self.state.batch_size, n), self.state.steps_per_epoch)
+        self._order = order.to(self.plan.device)
         self._loss_sum = torch.zeros((), device=self.plan.device)
         self.state.epoch_step = 0
 
@@ -315,7 +324,8 @@ class Distiller:
         s = self.state
         bs = min(s.batch_size, len(self.data))
         assert self._order is not None and self._loss_sum is not None, "begin_epoch() first"
-        batch = self.data[self._order[s.epoch_step * bs:(s.epoch_step + 1) * bs]]
+        batch = self.stream.next_batch() if self.stream is not None else \
+            self.data[self._order[s.epoch_step * bs:(s.epoch_step + 1) * bs]]
         x = to_model_input(random_crop_flip(batch, self.crop_padding, self.flip, self.aug_gen),
                            self.evaluator.mean, self.evaluator.std).contiguous(memory_format=self.memory)
         t = self.temperature
@@ -349,14 +359,19 @@ class Distiller:
         lr, t = self.lr, self.temperature
         s.epoch_loss = float(self._loss_sum) / max(1, s.epoch_step) if self._loss_sum is not None else 0.0
         metrics: dict[str, float | None] = {}
-        for hook in self.hooks:
-            metrics.update(hook.on_epoch_end(self) or {})
+        scope = self.evaluator.begin_epoch(s.epoch + 1, s.epochs)  # full, a fixed subset, or not this epoch
+        counts = self.evaluator.counts
+        try:
+            for hook in self.hooks:
+                metrics.update(hook.on_epoch_end(self) or {})
+        finally:
+            self.evaluator.end_epoch()
         self.schedule.step()
         s.epoch += 1
         s.epoch_step = 0
         s.metrics = metrics
         s.last = Scores(acc=metrics.get("acc"), asr=metrics.get("asr"), agreement=metrics.get("agreement"),
-                        epoch=s.epoch, loss=s.epoch_loss)
+                        epoch=s.epoch, loss=s.epoch_loss, eval_scope=scope)
         if better(metrics, s.best, s.teacher.acc if s.teacher else None):
             s.best = s.last
             if self.keep == "best":
@@ -367,11 +382,12 @@ class Distiller:
                 self.proxy_weights = _snapshot(self.student)
         if self.ema is not None:
             s.ema = Scores(acc=metrics.get("ema_acc"), asr=metrics.get("ema_asr"),
-                           agreement=metrics.get("ema_agreement"), epoch=s.epoch)
+                           agreement=metrics.get("ema_agreement"), epoch=s.epoch, eval_scope=scope)
         extra = {k: v for k, v in metrics.items() if k not in ("acc", "asr", "agreement")}
         return EpochEnd(epoch=s.epoch, epochs=s.epochs, loss=s.epoch_loss, acc=metrics.get("acc"),
                         asr=metrics.get("asr"), agreement=metrics.get("agreement"), lr=lr, temperature=t,
-                        seconds=seconds, elapsed=s.seconds, extra=extra)
+                        seconds=seconds, elapsed=s.seconds, extra=extra, eval_scope=scope,
+                        eval_clean=counts[0], eval_triggered=counts[1])
 
     def finish(self) -> Scores:
         """Choose the student to save and say what it scores, as saved.
@@ -381,11 +397,25 @@ class Distiller:
         measured now: the summary never describes a model other than the one on disk.
         """
         s = self.state
+        if self.stream is not None:
+            self.stream.close()
         if self.keep == "best" and self.best_weights is not None and s.best is not None:
+            estimated = s.best.eval_scope != "full"
+            last_weights = _snapshot(self.student) if estimated else None
             self.student.load_state_dict(self.best_weights)
             chosen = s.best
             self.kept_reason = (f"the lowest ASR ({_pct(s.best.asr)}) among epochs with ACC within "
                                 f"{ACC_TOLERANCE * 100:g} points of the teacher's")
+            if estimated:  # chosen on a subset estimate: measure it in full, and let the last epoch compete
+                chosen = s.best = self._measured_in_full(s.best)
+                last = s.last
+                if last is not None and last.eval_scope == "full" and s.epoch_step == 0 and last_weights \
+                        and better(dataclasses.asdict(last), chosen, s.teacher.acc if s.teacher else None):
+                    self.student.load_state_dict(last_weights)
+                    chosen = s.best = last
+                self.kept_reason = (f"the lowest ASR ({_pct(chosen.asr)}, on the full sets) among epochs with ACC "
+                                    f"within {ACC_TOLERANCE * 100:g} points of the teacher's (epochs compared on "
+                                    "a subset estimate, the candidate and the last epoch in full)")
         elif self.keep == "proxy" and self.proxy_weights is not None and s.proxy is not None:
             self.student.load_state_dict(self.proxy_weights)
             chosen = s.proxy
@@ -406,9 +436,17 @@ class Distiller:
             chosen = Scores(acc=scores["acc"], asr=scores["asr"], agreement=scores["agreement"], epoch=s.epoch,
                             loss=loss, partial=True)
             self.kept_reason = "the run was stopped in the middle of an epoch: the student as it was then"
+        if not chosen.partial and chosen.eval_scope != "full":  # a stop after an estimated or skipped epoch
+            chosen = self._measured_in_full(chosen)
         for hook in self.hooks:
             hook.on_finish(self)
         return chosen
+
+    def _measured_in_full(self, scores: Scores) -> Scores:
+        """``scores`` with ACC / ASR / agreement of the student as it is now, on the full evaluation sets."""
+        full = self.evaluator.measure(self.student)  # outside an epoch end: always the full sets
+        return dataclasses.replace(scores, acc=full["acc"], asr=full["asr"], agreement=full["agreement"],
+                                   eval_scope="full")
 
     def _fallback_reason(self) -> str:
         """Why a run asked to keep another candidate saved the last epoch instead ('' when it asked for last)."""

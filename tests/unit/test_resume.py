@@ -96,6 +96,21 @@ def test_a_stopped_run_stays_resumable_and_a_finished_one_does_not(tiny_checkpoi
     assert isinstance(failed, Failed) and "finished run" in failed.message
 
 
+def test_a_run_begun_before_a_setting_existed_still_resumes(tiny_checkpoint, folders, tmp_path):
+    """An upgrade that adds a setting must not turn yesterday's stopped run into 'a run with other settings'."""
+    cfg = _config(tiny_checkpoint, folders, tmp_path, epochs=2)
+    job = CleanseJob(cfg, step_rate=0)
+    for event in job.events():
+        if isinstance(event, EpochEnd):
+            job.cancel("SIGTERM")
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    for added_later in ("memory_budget", "eval_every"):  # as written by a version without these settings
+        saved.pop(added_later)
+    (tmp_path / "run" / "config.json").write_text(json.dumps(saved))
+    events = list(CleanseJob(cfg, step_rate=0, resume=True).events())
+    assert isinstance(events[-1], Finished) and not events[-1].cancelled
+
+
 @pytest.mark.parametrize("prepare, fragment", [
     (lambda run: (run.mkdir(), (run / "config.json").write_text('{"mine": 1}')), "not a run folder"),
     (lambda run: (run.mkdir(), (run / "notes.txt").write_text("my notes")), "not a run folder"),

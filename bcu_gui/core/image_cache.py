@@ -1,0 +1,168 @@
+"""A decoded image folder kept on disk as one memory-mapped ``uint8 [N, 3, H, W]`` file, reused across runs.
+
+When the unlabelled set does not fit the memory budget (``memory_budget.py``), decoding it again for every run
+would cost minutes of CPU and holding it would cost the RAM we do not have. So it is decoded once, by the same
+decoder as the in-memory path (``data._decode_in_order``: same pixels), into a raw file the OS pages in and out
+as batches need it.
+
+A cache is found again by a key over what decides its content: the cache format, the input size, and every
+file's relative path, size and modification time (a file edited, added or removed gives a new key). It is
+written atomically: rows are decoded into a temporary file, which is renamed to its final name only when
+complete, and the small ``.json`` record beside it, written last, is what marks it usable. A decode killed
+halfway therefore leaves only a temporary file that no run will ever read (a later build of the same key
+removes it once it has been idle for a while).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from . import atomic
+from .data import ImageSet, ProgressFn, _check_size, _decode_in_order, _no_images_error, _outside, scan_folder
+from .errors import DataError
+from .memory_budget import format_bytes
+
+CACHE_FORMAT = 1  # bump when the decoder or the layout changes: old caches are then never read
+_STALE_TMP_SECONDS = 600  # a temporary file untouched this long belongs to a killed decode
+_SLACK = 64 * 1024**2  # free space to leave beside a new cache
+
+
+def default_cache_dir() -> Path:
+    """The user's cache directory for decoded image sets (platformdirs: ~/.cache/bcu-studio/images on Linux)."""
+    from platformdirs import user_cache_path
+
+    return user_cache_path("bcu-studio", appauthor=False) / "images"
+
+
+def cache_key(root: Path, files: Sequence[Path], size: int) -> str:
+    """A hex digest over the format, the size and each file's relative path, byte size and mtime."""
+    h = hashlib.sha256(f"bcu-image-cache {CACHE_FORMAT} {size}\n".encode())
+    for path in files:
+        try:
+            st = path.stat()
+            stamp = f"{st.st_size} {st.st_mtime_ns}"
+        except OSError:
+            stamp = "missing"
+        try:
+            name = path.relative_to(root).as_posix()
+        except ValueError:
+            name = str(path)
+        h.update(f"{name}\0{stamp}\n".encode("utf-8", "surrogateescape"))
+    return h.hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class CachedSet:
+    """An unlabelled set backed by a cache file, and whether this run built it or found it."""
+
+    images: ImageSet
+    path: Path
+    reused: bool
+
+
+def load_unlabeled_cached(folder: str | Path, size: int, limit: int | None = None,
+                          cache_dir: str | Path | None = None, progress: ProgressFn | None = None) -> CachedSet:
+    """Like ``data.load_unlabeled``, but the images tensor maps a cache file instead of living in RAM.
+
+    Same files, same order, same pixels as the in-memory loader. Raises DataError for an empty or unreadable
+    folder (as the in-memory loader does) and when the cache cannot fit on its disk.
+    """
+    size = _check_size(size)
+    if limit is not None and limit <= 0:
+        raise ValueError(f"limit must be positive or None, got {limit!r}")
+    files, outside = scan_folder(folder)
+    root = Path(folder).expanduser()
+    if not files:
+        raise _no_images_error(root, outside)
+    if limit is not None:
+        files = files[:limit]
+    where = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    key = cache_key(root, files, size)
+    data_path, record_path = where / f"{key}.u8", where / f"{key}.json"
+    found = _read_record(record_path, data_path, size)
+    if found is not None:
+        kept, skipped = found
+        images = _map(data_path, len(kept), size)
+        return CachedSet(ImageSet(images, None, None, [root / k for k in kept],
+                                  [(root / p, why) for p, why in skipped] + _outside(outside), root),
+                         data_path, reused=True)
+    kept_files, skipped = _build(data_path, root, files, size, progress)
+    atomic.write_json(record_path, {
+        "format": CACHE_FORMAT, "size": size, "images": len(kept_files), "root": str(root),
+        "files": [_rel(p, root) for p in kept_files], "skipped": [[_rel(p, root), why] for p, why in skipped]})
+    images = _map(data_path, len(kept_files), size)
+    return CachedSet(ImageSet(images, None, None, kept_files, skipped + _outside(outside), root),
+                     data_path, reused=False)
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _read_record(record_path: Path, data_path: Path, size: int) -> tuple[list[str], list[tuple[str, str]]] | None:
+    """The kept and skipped files of a complete cache, or None when there is none we can trust."""
+    try:
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+        n = int(record["images"])
+        complete = (record.get("format") == CACHE_FORMAT and record.get("size") == size and n >= 1
+                    and len(record["files"]) == n and data_path.stat().st_size == n * 3 * size * size)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not complete:
+        return None
+    return list(record["files"]), [(str(p), str(why)) for p, why in record.get("skipped", [])]
+
+
+def _map(path: Path, n: int, size: int) -> torch.Tensor:
+    """A CPU tensor over the file's pages (copy-on-write mapping: nothing we do can change the cache)."""
+    array = np.memmap(path, dtype=np.uint8, mode="c", shape=(n, 3, size, size))
+    return torch.from_numpy(array)
+
+
+def _remove_stale_temporaries(data_path: Path) -> None:
+    now = time.time()
+    for tmp in data_path.parent.glob(f".{data_path.name}.*.tmp"):
+        with contextlib.suppress(OSError):
+            if now - tmp.stat().st_mtime > _STALE_TMP_SECONDS:
+                tmp.unlink()
+
+
+def _build(data_path: Path, root: Path, files: Sequence[Path], size: int,
+           progress: ProgressFn | None) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Decode ``files`` into ``data_path`` (atomically); ``(kept files, skipped)``."""
+    needed = len(files) * 3 * size * size
+    data_path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(data_path)
+    free = atomic.free_bytes(data_path.parent)
+    if free is not None and free < needed + _SLACK:
+        raise DataError(f"the decoded image cache needs {format_bytes(needed)} in {data_path.parent}, but only "
+                        f"{format_bytes(free)} is free there: free some space, choose another cache folder "
+                        "(--cache-dir), raise the memory budget, or use fewer images")
+    kept: list[Path] = []
+    skipped: list[tuple[Path, str]] = []
+    with atomic.atomic_path(data_path) as tmp:
+        # plain sequential writes, not a writable mapping: written pages stay in the OS cache, not in our RSS
+        with open(tmp, "wb") as fh:
+            for index, result in _decode_in_order(files, size, progress):
+                if isinstance(result, str):
+                    skipped.append((files[index], result))
+                    continue
+                rgb = np.broadcast_to(result, (3, size, size)) if result.ndim == 2 else result.transpose(2, 0, 1)
+                fh.write(np.ascontiguousarray(rgb).tobytes())
+                kept.append(files[index])
+        if not kept:
+            path, why = skipped[0]
+            raise DataError(f"all {len(files)} image files in {root} are unreadable, e.g. {_rel(path, root)}: {why}")
+    return kept, skipped
