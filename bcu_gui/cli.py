@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .scan_command import add_parser as add_scan_parser
 
     add_scan_parser(sub, _model_args)
+    from .report_command import add_parser as add_report_parser
+
+    add_report_parser(sub)
     return parser
 
 
@@ -162,6 +165,10 @@ def _main(argv: Sequence[str] | None = None) -> int:
             from .scan_command import run as run_scan_command
 
             return run_scan_command(args, _load)
+        if args.command == "report":
+            from .report_command import run as run_report_command
+
+            return run_report_command(args)
         return _cleanse(args)
     except BcuError as exc:
         print(f"bcu: error: {exc}", file=sys.stderr)
