@@ -267,12 +267,12 @@ section{background:#fff;border:1px solid #dde1e6;border-radius:6px;padding:14px 
 h2{font-size:18px;margin:4px 0 12px;color:#1d2b3a}
 h3{font-size:15px;margin:16px 0 8px}
 table{border-collapse:collapse;font-size:13px;margin:6px 0}
-th,td{padding:4px 10px;border-bottom:1px solid #e6e8eb;text-align:left;vertical-align:top;overflow-wrap:anywhere}
+th,td{padding:4px 10px;border-bottom:1px solid #e6e8eb;text-align:left;vertical-align:top;overflow-wrap:break-word}
 thead th{background:#eef1f4;font-weight:600}
 table.kv th{font-weight:600;color:#4a5563;white-space:nowrap;width:1%}
 td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
-code{font-family:ui-monospace,"DejaVu Sans Mono",monospace;font-size:12px}
-.status{display:inline-block;padding:2px 9px;border-radius:10px;font-size:13px;font-weight:600}
+code{font-family:ui-monospace,"DejaVu Sans Mono",monospace;font-size:12px;overflow-wrap:anywhere}
+.status{white-space:nowrap;display:inline-block;padding:2px 9px;border-radius:10px;font-size:13px;font-weight:600}
 .ok{background:#d8f0dc;color:#1d6b2e}.warn{background:#fdecc8;color:#8a5a00}.bad{background:#f9d6d5;color:#9b1c1c}
 .verdict-backdoor{color:#b42318;font-weight:600}.verdict-clean{color:#1d6b2e;font-weight:600}
 img.chart{max-width:100%;height:auto;display:block;margin:8px 0}
@@ -685,7 +685,7 @@ def render_sweep(folder: Path) -> str:
     for n, r in numbered:
         s = r.summary
         cfg = r.config or {}
-        mark = " &#9733;" if n in front_numbers else ""
+        mark = "&nbsp;&#9733;" if n in front_numbers else ""
         rows.append([f"{n}{mark}", f"<code>{esc(r.path.name)}</code>", _status_badge(r.status),
                      esc(s.preset if s else cfg.get("preset")), esc(_ratios_text(r)),
                      fmt(s.reinit.seed if s else cfg.get("seed")),

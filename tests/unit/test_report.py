@@ -218,7 +218,7 @@ def test_sweep_report_tables_every_run_and_draws_the_scatter(demo_run_dir, tmp_p
     assert "a-strong" in page and "b-paper" in page and "98.0%" in page and "95.0%" in page
     assert "<script" not in page.lower() and not re.search(r"https?://", page)
     # a-strong (98%, ASR 2%) and b-paper (99%, ASR 95%) are on the front; the third is beaten by a-strong
-    rows = re.findall(r"<tr><td>(\d+)( &#9733;)?</td><td><code>([^<]*)</code>", page)
+    rows = re.findall(r"<tr><td>(\d+)(&nbsp;&#9733;)?</td><td><code>([^<]*)</code>", page)
     starred = {name for _, star, name in rows if star}
     assert starred == {"a-strong", "b-paper"}
     assert len(rows) == 3
