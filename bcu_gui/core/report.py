@@ -282,7 +282,7 @@ dl.grid dt{font-weight:600;color:#4a5563;padding:4px 10px;border-bottom:1px soli
 dl.grid dd{margin:0;padding:4px 10px;border-bottom:1px solid #e6e8eb;overflow-wrap:anywhere}
 .pictures{display:flex;flex-wrap:wrap;gap:8px;margin:6px 0 10px}
 .pictures figure{margin:0;text-align:center;font-size:12px;color:#4a5563}
-img.pixel{width:80px;height:80px;image-rendering:pixelated;border:1px solid #ccd;background:#fff}
+img.pixel{width:64px;height:64px;image-rendering:pixelated;border:1px solid #ccd;background:#fff}
 .bar{background:#e6e8eb;border-radius:3px;height:10px;width:160px;display:inline-block;vertical-align:middle}
 .bar span{display:block;height:10px;border-radius:3px;background:#1f77b4}
 .muted{color:#6b7480;font-size:13px}
@@ -367,7 +367,7 @@ def _results_section(rec: RunRecord) -> str:
         rows.append(("scan verdict", _verdict_html(ts), _verdict_html(cs)))
     rows.append(("epoch", "-", esc(f"{c.epoch}" + (" (partial)" if c.partial else ""))))
     table = _table(["", "teacher", "cleansed (saved)"], rows, "results")
-    reason = f" ({esc(s.kept_reason)})" if s.kept_reason else ""
+    reason = f" &mdash; {esc(s.kept_reason)}" if s.kept_reason else ""
     kept = f"<p><b>Saved:</b> {esc(s.kept_text())}{reason}.</p>"
     note = f'<p class="muted">{esc(s.note)}</p>' if s.note else ""
     others = [(name, sc) for name, sc in (("moving average (EMA)", s.ema), ("best epoch (lowest ASR)", s.best),
@@ -391,10 +391,11 @@ def _curves_section(rec: RunRecord) -> str:
     epochs = [int(e) if _num(e) is not None else i + 1 for i, e in enumerate(_series(rec, "epoch"))]
     images = [_img(report_charts.loss_chart(epochs, _series(rec, "loss")), "loss per epoch")]
     series: dict[str, tuple[list[Any], str, str]] = {}
-    for key, label, colour, style in (("acc", "ACC", report_charts.BLUE, "-"),
+    # agreement first: it follows ACC closely and must not hide it
+    for key, label, colour, style in (("agreement", "agreement", report_charts.GREY, "-"),
+                                      ("acc", "ACC", report_charts.BLUE, "-"),
                                       ("asr", "ASR", report_charts.RED, "-"),
                                       ("proxy_asr", "proxy ASR", report_charts.ORANGE, "--"),
-                                      ("agreement", "agreement", report_charts.GREY, "-"),
                                       ("ema_acc", "EMA ACC", report_charts.BLUE, ":"),
                                       ("ema_asr", "EMA ASR", report_charts.RED, ":")):
         values = _series(rec, key)
@@ -538,11 +539,14 @@ def _timings_section(rec: RunRecord) -> str:
     if s is not None:
         scans = " and scans" if s.teacher_scan is not None else ""
         rows += [(f"run time (training{scans}; pauses left out)", fmt(s.seconds, ".1f") + " s"),
-                 ("throughput", fmt(s.images_per_second, ",.1f") + " images/s"),
+                 ("throughput (whole run)", fmt(s.images_per_second, ",.1f") + " images/s"),
                  ("epochs", f"{fmt(s.epochs_completed)} of {fmt(s.epochs)}"), ("optimiser steps", fmt(s.steps)),
                  ("batch size", fmt(s.batch_size) + (f" <span class=\"muted\">{esc(s.batch_reason)}</span>"
                                                     if s.batch_reason else ""))]
     per_epoch = [v for v in (_num(m.get("seconds")) for m in rec.metrics) if v is not None]
+    if s is not None and per_epoch and _num(s.batch_size) and s.epochs_completed and sum(per_epoch) > 0:
+        images = s.steps / s.epochs_completed * s.batch_size * len(per_epoch)  # per epoch, as the epochs ran
+        rows.append(("throughput (epochs only, evaluation included)", f"{images / sum(per_epoch):,.1f} images/s"))
     if per_epoch:
         rows.append(("seconds per epoch", f"mean {sum(per_epoch) / len(per_epoch):.2f}, min {min(per_epoch):.2f}, "
                                           f"max {max(per_epoch):.2f}"))

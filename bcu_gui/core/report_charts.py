@@ -82,8 +82,9 @@ def rates_chart(epochs: Sequence[int], series: dict[str, tuple[Series, str, str]
     for label, (values, colour, style) in series.items():
         xs, ys = _points(epochs, values)
         if xs:
-            ax.plot(xs, ys, color=colour, linestyle=style, marker="o" if few else None, markersize=3,
-                    label=label)
+            thin = label == "agreement"  # a backdrop for ACC, which it follows closely
+            ax.plot(xs, ys, color=colour, linestyle=style, marker="o" if few and not thin else None, markersize=3,
+                    linewidth=1.0 if thin else 1.6, alpha=0.7 if thin else 1.0, label=label)
     for label, (value, colour, style) in references.items():
         value = _finite(value)
         if value is not None:
