@@ -624,18 +624,27 @@ def _read_csv(path: Path, problems: list[str]) -> tuple[list[str], list[list[str
     return rows[0], rows[1:MAX_CSV_ROWS + 1]
 
 
-def sweep_runs(folder: Path, problems: list[str]) -> list[RunRecord]:
-    """Every run folder directly inside ``folder``, by name; unreadable ones are named in ``problems``."""
-    runs = []
+def _run_folders(folder: Path) -> list[Path]:
+    """Run folders inside ``folder`` or one level further down (``sweep/runs/<setting>``), by path."""
+    found = []
     for child in sorted(p for p in folder.iterdir() if p.is_dir()):
-        if not is_run_folder(child):
-            continue
+        if is_run_folder(child):
+            found.append(child)
+        else:
+            found += sorted(p for p in child.iterdir() if p.is_dir() and is_run_folder(p))
+    return found
+
+
+def sweep_runs(folder: Path, problems: list[str]) -> list[RunRecord]:
+    """Every run folder of the sweep (see ``_run_folders``); unreadable ones are named in ``problems``."""
+    runs = []
+    for child in _run_folders(folder):
         try:
             rec = read_run(child)
         except ConfigError as exc:
             problems.append(str(exc))
             continue
-        problems.extend(f"{child.name}: {p}" for p in rec.problems)
+        problems.extend(f"{child.relative_to(folder)}: {p}" for p in rec.problems)
         runs.append(rec)
     return runs
 
@@ -690,7 +699,7 @@ def render_sweep(folder: Path) -> str:
         s = r.summary
         cfg = r.config or {}
         mark = "&nbsp;&#9733;" if n in front_numbers else ""
-        rows.append([f"{n}{mark}", f"<code>{esc(r.path.name)}</code>", _status_badge(r.status),
+        rows.append([f"{n}{mark}", f"<code>{esc(r.path.relative_to(folder))}</code>", _status_badge(r.status),
                      esc(s.preset if s else cfg.get("preset")), esc(_ratios_text(r)),
                      fmt(s.reinit.seed if s else cfg.get("seed")),
                      fmt(s.epochs_completed if s else len(r.metrics)),

@@ -195,7 +195,7 @@ def _sweep(demo_run_dir: Path, root: Path) -> Path:
     root.mkdir()
     scores = {"a-strong": (0.98, 0.02), "b-paper": (0.99, 0.95), f"c-{HOSTILE[:8]}": (0.90, 0.50)}
     for name, (acc, asr) in scores.items():
-        run = copy_run(demo_run_dir, root / name)
+        run = copy_run(demo_run_dir, root / ("runs" if name.startswith("c") else "") / name)  # one level down too
         summary = json.loads((run / "summary.json").read_text())
         summary["cleansed"].update(acc=acc, asr=asr)
         (run / "summary.json").write_text(json.dumps(summary))
@@ -221,7 +221,7 @@ def test_sweep_report_tables_every_run_and_draws_the_scatter(demo_run_dir, tmp_p
     rows = re.findall(r"<tr><td>(\d+)(&nbsp;&#9733;)?</td><td><code>([^<]*)</code>", page)
     starred = {name for _, star, name in rows if star}
     assert starred == {"a-strong", "b-paper"}
-    assert len(rows) == 3
+    assert len(rows) == 3 and rows[2][2] == "runs/c-&lt;script&gt;"
     assert (root / "sweep.csv").is_file()
     written = write_report(root)
     assert written == root / "report.html"
