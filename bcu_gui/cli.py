@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .sweep_command import add_parser as add_sweep_parser
 
     add_sweep_parser(sub, _model_args, _cleanse_args)
+    from .report_command import add_parser as add_report_parser
+
+    add_report_parser(sub)
     return parser
 
 
@@ -176,6 +179,10 @@ def _main(argv: Sequence[str] | None = None) -> int:
             from .sweep_command import run as run_sweep_command
 
             return run_sweep_command(args, _config)
+        if args.command == "report":
+            from .report_command import run as run_report_command
+
+            return run_report_command(args)
         return _cleanse(args)
     except BcuError as exc:
         print(f"bcu: error: {exc}", file=sys.stderr)

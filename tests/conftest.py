@@ -30,6 +30,18 @@ def tiny_checkpoint(tmp_path, tiny_resnet):
     return path
 
 
+@pytest.fixture(scope="session")
+def demo_run_dir(tmp_path_factory):
+    """A real finished run of the shipped demo with the trigger scan (2 epochs, short scans; ~10 s on 2 cores),
+    made once per session through ``bcu demo``: the run folder the report tests read."""
+    from bcu_gui.cli import main
+
+    out = tmp_path_factory.mktemp("demo_run") / "run"
+    assert main(["demo", "--epochs", "2", "--scan", "--scan-steps", "20", "--scan-limit", "120",
+                 "--out", str(out)]) == 0
+    return out
+
+
 @pytest.fixture(autouse=True)
 def no_leaked_qthreads():
     """Fail a test that leaves one of the app's QThreads running (the worker module keeps the registry).

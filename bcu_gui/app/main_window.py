@@ -28,6 +28,7 @@ from .panels.data_panel import DataPanel
 from .panels.model_panel import ModelPanel
 from .panels.reinit_panel import ReinitPanel
 from .panels.training_panel import TrainingPanel
+from .report_export import ReportExporter
 from .run_view import RunView
 from .scan_view import ScanView
 from .settings import AppSettings
@@ -221,6 +222,8 @@ class MainWindow(QMainWindow):
         file_menu.addAction(self.resume_action)
         file_menu.addSeparator()
         file_menu.addAction(rv.save_action)
+        self.report_exporter = ReportExporter(self, self._last_run_dir, self.settings)
+        file_menu.addAction(self.report_exporter.action)
         file_menu.addSeparator()
         quit_action = QAction("&Quit", self, shortcut=QKeySequence.StandardKey.Quit)
         quit_action.triggered.connect(self.close)
@@ -241,6 +244,11 @@ class MainWindow(QMainWindow):
         about = QAction("&About BCU Studio", self)
         about.triggered.connect(self._about)
         help_menu.addAction(about)
+
+    def _last_run_dir(self) -> Path | None:
+        """The folder of the run view's current or last run: what File › Export report… exports."""
+        folder = getattr(self.run_view.job, "run_dir", None)
+        return Path(folder) if folder else self.run_view.result_dir
 
     def _connect(self) -> None:
         self.model_panel.model_changed.connect(self._on_model_changed)

@@ -25,11 +25,13 @@ from typing import Iterator, Sequence
 
 import torch
 
+from . import atomic
 from . import resume as resume_points
 from . import training
 from .batching import BatchChoice, choose_batch_size, steps_per_epoch
 from .bundled import resolve_eval_sets
 from .devices import PRECISIONS, plan_compute
+from .environment import ENVIRONMENT_FILE, environment_record
 from .errors import BcuError, ConfigError
 from .eval_schedule import EvalPlan, ScheduledEvaluator, choose_eval_plan, parse_eval_subset
 from .evaluation import EvalSets, Evaluator
@@ -318,6 +320,7 @@ class CleanseJob:
                                                               "batch_reason": batch.reason,
                                                               "memory": {**self.memory.to_dict(),
                                                                          "cache": cache_file}}})
+            atomic.write_json(run.path / ENVIRONMENT_FILE, environment_record(plan))  # for the report
         yield Log(message=f"run folder: {run.path}; compute: {plan.describe()}")
         self.batch = batch
         images = training_images(unlabeled, self.memory, plan.device, cache_file)
@@ -410,6 +413,8 @@ class CleanseJob:
         original_form, save_warning = save_original_form(model, d.student, run.path)
         files += original_form
         files += d.save_ema(run.path / EMA_STEM, model.metadata())
+        for hook in self._hooks:  # e.g. a scan's recovered trigger, for the run's record and its report
+            hook.write_files(run.path)
         clock.tick()
         summary = d.summary(cleansed=cleansed, cancelled=cancelled, preset=cfg.preset,
                             reinit=ReinitRecord(ratios=report.ratios, counts=report.counts, totals=report.totals,

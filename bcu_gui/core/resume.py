@@ -23,6 +23,7 @@ from typing import Any, Callable, Literal
 import torch
 
 from . import atomic
+from .environment import ENVIRONMENT_FILE
 from .errors import ConfigError
 
 RESUME_FILE = "resume.pt"
@@ -56,8 +57,9 @@ def folder_state(path: str | Path) -> FolderState:
         return FolderState("unfinished", config)
     if "summary.json" in names:
         return FolderState("finished", config)
-    # a run killed before its first resume point holds nothing but its config (and maybe temporary files)
-    if names <= {"config.json"} | {n for n in names if n.startswith(".") and n.endswith(".tmp")}:
+    # a run killed before its first resume point holds nothing but its config and environment (and maybe
+    # temporary files)
+    if names <= {"config.json", ENVIRONMENT_FILE} | {n for n in names if n.startswith(".") and n.endswith(".tmp")}:
         return FolderState("unfinished", config)
     return FolderState("foreign", config)
 

@@ -22,6 +22,7 @@ import copy
 import dataclasses
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -120,6 +121,10 @@ class RunHook:
     def summary_fields(self) -> dict[str, Any]:
         """Fields of ``RunSummary`` this hook fills (e.g. the scans' verdicts); read once, at the end."""
         return {}
+
+    def write_files(self, folder: Path) -> list[Path]:
+        """Files this hook leaves in the run folder once the model is saved (e.g. a recovered trigger's PNGs)."""
+        return []
 
 
 class EvaluationHook(RunHook):

@@ -66,7 +66,7 @@ def test_a_run_emits_the_event_sequence_and_writes_its_folder(tiny_checkpoint, f
     run = tmp_path / "run"
     assert {p.name for p in run.iterdir()} == {"config.json", "metrics.jsonl", "summary.json", "cleansed.pt",
                                               "cleansed.safetensors", "cleansed.json", "original_form", "ema.pt",
-                                              "ema.safetensors", "ema.json"}
+                                              "ema.safetensors", "ema.json", "environment.json"}
     assert [p.name for p in (run / "original_form").iterdir()] == [tiny_checkpoint.name]
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
     summary = json.loads((run / "summary.json").read_text())

@@ -18,6 +18,7 @@ stopped run skips (or abandons) the scan of the cleansed model rather than faili
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 import torch
@@ -131,6 +132,16 @@ class ScanHook(RunHook):
             self.note = "the scan of the cleansed model was stopped"
         finally:
             run.student.train(was_training)
+
+    def write_files(self, folder: Path) -> list[Path]:
+        """Each scanned model's recovered trigger and stamped held-out images under ``folder/scan/`` (pictures.py)."""
+        from .pictures import SCAN_FOLDER, write_scan_pictures
+
+        written: list[Path] = []
+        for phase, result in (("teacher", self.teacher_result), ("cleansed", self.cleansed_result)):
+            if result is not None:
+                written += write_scan_pictures(Path(folder) / SCAN_FOLDER / phase, result, self.measure)
+        return written
 
     def summary_fields(self) -> dict[str, Any]:
         fields: dict[str, Any] = {}
