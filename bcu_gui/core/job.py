@@ -35,6 +35,7 @@ from .errors import BcuError, ConfigError
 from .evaluation import EvalSets, Evaluator
 from .events import Event, Failed, Finished, Log, Paused, Resumed, Started
 from .groups import CONFIG_PRESETS, layer_groups, resolve_ratios
+from .heartbeat import Heartbeat
 from .keep import KEEP_CHOICES
 from .models import LoadedModel, load_model
 from .reinit import ReinitReport, build_student
@@ -180,6 +181,7 @@ class CleanseJob:
         self._go = threading.Event()
         self._go.set()
         self.batch: BatchChoice | None = None  # chosen once the unlabelled set is read
+        self._heartbeat: Heartbeat | None = None  # running.json while the run folder is written
 
     # -- control, safe from any thread -------------------------------------------------------------------
     def pause(self) -> None:
@@ -205,7 +207,21 @@ class CleanseJob:
 
     # -- the run -----------------------------------------------------------------------------------------
     def events(self) -> Iterator[Event]:
-        """Run the job, yielding events; always ends with ``Finished`` or ``Failed``."""
+        """Run the job, yielding events; always ends with ``Finished`` or ``Failed``.
+
+        While the run folder is written, ``running.json`` in it says so (core/heartbeat.py); it is removed
+        however the stream ends, and a failure leaves ``failed.json`` with its message.
+        """
+        try:
+            for event in self._guarded_events():
+                if isinstance(event, Failed) and self._heartbeat is not None:
+                    self._heartbeat.fail(event.message, event.kind)
+                yield event
+        finally:
+            if self._heartbeat is not None:
+                self._heartbeat.stop()
+
+    def _guarded_events(self) -> Iterator[Event]:
         try:
             yield from self._run()
         except BcuError as exc:
@@ -286,6 +302,8 @@ class CleanseJob:
         yield Log(message=batch.reason)
         run = RunFolder(cfg.out or new_run_dir())
         self.run_dir = run.path
+        self._heartbeat = Heartbeat(run.path, epochs=cfg.epochs)
+        self._heartbeat.start()
         if not continuing:  # an unfinished run keeps the config it started with (same settings, checked)
             run.write_config({**cfg.to_dict(), RESOLVED_KEY: {"ratios": ratios, "model": model.metadata(),
                                                               "device": plan.describe(), "batch_size": batch.size,
@@ -361,6 +379,8 @@ class CleanseJob:
                 clock.tick()
                 run.append_metrics(dataclasses.asdict(record))
                 resume_points.save_point(run.path, d)
+                if self._heartbeat is not None:
+                    self._heartbeat.epoch_done(record.epoch, record.seconds)
                 yield record
                 continue
             break  # cancelled inside the epoch

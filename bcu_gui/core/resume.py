@@ -24,6 +24,7 @@ import torch
 
 from . import atomic
 from .errors import ConfigError
+from .heartbeat import FAILED_FILE, HEARTBEAT_FILE, read_heartbeat, writer_alive
 
 RESUME_FILE = "resume.pt"
 FORMAT = 1
@@ -57,7 +58,8 @@ def folder_state(path: str | Path) -> FolderState:
     if "summary.json" in names:
         return FolderState("finished", config)
     # a run killed before its first resume point holds nothing but its config (and maybe temporary files)
-    if names <= {"config.json"} | {n for n in names if n.startswith(".") and n.endswith(".tmp")}:
+    markers = {"config.json", HEARTBEAT_FILE, FAILED_FILE}  # the heartbeat's files are the run's own too
+    if names <= markers | {n for n in names if n.startswith(".") and n.endswith(".tmp")}:
         return FolderState("unfinished", config)
     return FolderState("foreign", config)
 
@@ -93,6 +95,10 @@ def check_out_folder(path: str | Path, settings: dict, resume: bool = False) -> 
     """
     state = folder_state(path)
     other = suggest_name(path)
+    beat = read_heartbeat(path)
+    if beat is not None and writer_alive(beat):  # two processes writing one folder would corrupt it
+        raise ConfigError(f"{path} is being written right now by {beat.describe()}; wait for it to end, "
+                          f"or write this run to a new folder, e.g. --out {other}")
     if state.status in ("absent", "empty"):
         if resume:
             raise ConfigError(f"{path} is not a run folder: there is nothing to resume")
