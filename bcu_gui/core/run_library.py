@@ -319,3 +319,21 @@ def read_summary(run_dir: str | Path):
         return RunSummary.from_dict(data)
     except (TypeError, ValueError, KeyError, AttributeError):
         return None
+
+
+def comparison_csv(runs: Iterable[tuple[str, RunCurves]]) -> str:
+    """Several runs' curves as one CSV, a row per run and epoch (long form: any spreadsheet pivots it).
+
+    Values are fractions as ``metrics.jsonl`` holds them; an empty cell is a value the run does not have.
+    """
+    import csv
+    import io
+
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["run", "epoch", *CURVE_KEYS])
+    for label, curves in runs:
+        for i, epoch in enumerate(curves.epochs):
+            writer.writerow([label, epoch, *("" if (v := curves.curve(k)[i]) is None else repr(float(v))
+                                            for k in CURVE_KEYS)])
+    return out.getvalue()
