@@ -36,21 +36,25 @@ class CompareView(QWidget):
         self.graphics = pg.GraphicsLayoutWidget()
         self.graphics.setMinimumSize(300, 240)
         self.plots: dict[str, pg.PlotItem] = {}
-        self.legends: dict[str, pg.LegendItem] = {}
         self.empty_labels: dict[str, pg.TextItem] = {}
         for i, (key, title, unit, _scale) in enumerate(PANELS):
-            plot = self.graphics.addPlot(row=i // 2, col=i % 2, title=title)
-            plot.setLabel("bottom", "epoch")
+            plot = self.graphics.addPlot(row=i // 2, col=i % 2)
+            plot.setTitle(title, size="9pt")
+            if i >= 2:  # the bottom row names the shared axis
+                plot.setLabel("bottom", "epoch")
             plot.setLabel("left", unit)
             plot.showGrid(x=True, y=True, alpha=0.25)
             if unit == "%":
                 plot.setYRange(0, 100, padding=0.04)
-            self.legends[key] = plot.addLegend(labelTextSize="8pt", brush=pg.mkBrush(255, 255, 255, 200),
-                                               pen=pg.mkPen(200, 200, 200))
             empty = pg.TextItem("", color="#777", anchor=(0.5, 0.5))
             plot.addItem(empty, ignoreBounds=True)
             self.empty_labels[key] = empty
             self.plots[key] = plot
+        # One legend for the four plots, under them: a run has the same colour everywhere, and no legend
+        # covers a curve in a small plot. It is part of the layout, so the PNG export includes it.
+        self.legend = pg.LegendItem(colCount=3, labelTextSize="9pt", pen=pg.mkPen(210, 210, 210),
+                                    brush=pg.mkBrush(255, 255, 255, 230))
+        self.graphics.addItem(self.legend, row=2, col=0, colspan=2)
         self.runs: list[tuple[RunRecord, RunCurves]] = []
         self.hint = QLabel("Tick runs in the run library and press Compare to overlay their curves here.")
         self.hint.setStyleSheet("color: gray;")
@@ -74,18 +78,23 @@ class CompareView(QWidget):
         curves = curves if curves is not None else [read_curves(r.path) for r in records]
         self.runs = list(zip(records, curves))
         labels = self.labels()
+        self.legend.clear()
+        for i, label in enumerate(labels):
+            color = PALETTE[i % len(PALETTE)]
+            swatch = pg.PlotDataItem(pen=pg.mkPen(color, width=2), symbol="o", symbolSize=5, symbolBrush=color,
+                                     symbolPen=None)  # a legend sample only, never plotted
+            self.legend.addItem(swatch, label)
         for key, _title, _unit, scale in PANELS:
-            plot, legend = self.plots[key], self.legends[key]
-            legend.clear()
+            plot = self.plots[key]
             for item in list(plot.listDataItems()):
                 plot.removeItem(item)
             shown = 0
-            for i, ((record, c), label) in enumerate(zip(self.runs, labels)):
+            for i, (record, c) in enumerate(self.runs):
                 y = np.array([np.nan if v is None else v * scale for v in c.curve(key)], dtype=float)
                 if not len(y) or np.all(np.isnan(y)):
                     continue
                 color = PALETTE[i % len(PALETTE)]
-                item = plot.plot(np.array(c.epochs, dtype=float), y, name=label, connect="finite",
+                item = plot.plot(np.array(c.epochs, dtype=float), y, connect="finite",
                                  pen=pg.mkPen(color, width=2), symbol="o", symbolSize=5, symbolBrush=color,
                                  symbolPen=None)
                 item.setToolTip(str(record.path))

@@ -54,6 +54,13 @@ def compare_runs(window, runs) -> None:
     window.compare_view.show_runs(records)
     _show_run_page(window)
     window.view_tabs.setCurrentWidget(window.compare_view)
+    splitter = window.right_splitter  # four plots need room: give them at least 75% of the height
+    sizes = splitter.sizes()
+    total = sum(sizes)
+    if total and sizes[0] < 0.75 * total:
+        rest = total - int(0.75 * total)
+        below = sum(sizes[1:]) or 1
+        splitter.setSizes([int(0.75 * total)] + [int(rest * v / below) for v in sizes[1:]])
     window.statusBar().showMessage(f"Comparing {len(records)} runs.")
 
 

@@ -37,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ["BCU_SETTINGS_ORG"] = "bcu-studio-screenshots-library"
     os.environ["XDG_DATA_HOME"] = tempfile.mkdtemp(prefix="bcu-screenshot-data-")
 
-    from PySide6.QtCore import QTimer, Qt
+    from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 
     app = QApplication.instance() or QApplication(["bcu-gui"])
@@ -53,14 +53,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def loaded(_n: int) -> None:
         panel.loaded.disconnect(loaded)
-        records = panel.model.records()
-        panel.table.sortByColumn(1, Qt.SortOrder.AscendingOrder)
-        window.open_run(records[0].path)
+        finished = [r for r in panel.model.records() if r.status == "finished"]
+        window.open_run(finished[0].path)
         QTimer.singleShot(400, lambda: (_save(window, out / "library-open.png"), overlay()))
 
     def overlay() -> None:
         for r in panel.model.records():
-            panel.model.set_checked(r.path, True)
+            panel.model.set_checked(r.path, r.epochs_done > 0)  # a run killed before its first epoch has no curve
         panel.compare_checked()
         QTimer.singleShot(400, lambda: (_save(window, out / "library-overlay.png"), watch() if args.watch else done()))
 

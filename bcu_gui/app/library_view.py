@@ -68,9 +68,9 @@ class LibraryPanel(QWidget):
         self.table.verticalHeader().setDefaultSectionSize(22)
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        header.setStretchLastSection(True)
-        for col, width in enumerate((170, 110, 150, 110, 60, 60, 60, 72, 80)):
+        for col, width in enumerate((230, 120, 170, 150, 60, 60, 60, 76, 90)):
             self.table.setColumnWidth(col, width)
+        header.setSectionResizeMode(3, QHeaderView.ResizeMode.Stretch)  # preset and ratios take the spare width
         self.table.doubleClicked.connect(lambda index: self._open(self._record_at(index.row())))
         self.table.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.table.customContextMenuRequested.connect(self._context_menu)
@@ -200,6 +200,8 @@ class LibraryPanel(QWidget):
         record = read_record(path)
         if record is not None:
             self.model.add_records([record])
+            if not self.is_loading:
+                self.count_label.setText(f"{self.model.rowCount():,} runs")
 
     # -- selection ---------------------------------------------------------------------------------------
     def _record_at(self, proxy_row: int) -> RunRecord:

@@ -24,6 +24,9 @@ def show_curves(run_view, curves: RunCurves, epochs: int, teacher_acc: float | N
         epochs_plot.set_teacher_proxy(teacher_proxy)
     loss_plot.reset()
     loss_plot.plot.setLabel("bottom", EPOCH_AXIS)
+    if not hasattr(run_view, "_live_smoothing"):  # one point per epoch: smoothing would only lag behind
+        run_view._live_smoothing = loss_plot.smooth_slider.value()
+    loss_plot.set_smoothing(0.0)
     add_rows(run_view, curves)
 
 
@@ -40,7 +43,10 @@ def add_rows(run_view, curves: RunCurves) -> None:
 
 
 def restore_step_axis(run_view) -> None:
+    """A live run in the app: steps on the loss plot's axis, and the user's smoothing back."""
     run_view.loss_plot.plot.setLabel("bottom", STEP_AXIS)
+    if hasattr(run_view, "_live_smoothing"):
+        run_view.loss_plot.set_smoothing(run_view.__dict__.pop("_live_smoothing"))
 
 
 def record_html(record: RunRecord) -> str:

@@ -41,6 +41,7 @@ class RunWatcher(QObject):
         self._view, self.banner, self._status = run_view, banner, status
         self.follower: RunFollower | None = None
         self.last: WatchUpdate | None = None
+        self._epochs_shown = 0
         self._timer = QTimer(self)
         self._timer.setInterval(interval_ms)
         self._timer.timeout.connect(self.poll)
@@ -58,6 +59,7 @@ class RunWatcher(QObject):
         self.stop()
         self.follower = RunFollower(path)
         self.last = None
+        self._epochs_shown = 0
         record = read_record(path)
         show_curves(self._view, curves_from_rows([]), record.epochs_planned if record else 0)
         self._view.summary.show_text(f"Watching {html.escape(str(path))}…")
@@ -75,7 +77,8 @@ class RunWatcher(QObject):
         if self.follower is None:
             return
         update = self.follower.poll()
-        if update.restarted:
+        if update.restarted or (update.epochs and update.epochs != self._epochs_shown):
+            self._epochs_shown = update.epochs  # the planned epochs became known: the axis spans them
             show_curves(self._view, curves_from_rows(self.follower.rows), update.epochs)
         elif update.new_rows:
             add_rows(self._view, curves_from_rows(list(update.new_rows)))

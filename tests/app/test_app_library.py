@@ -78,7 +78,8 @@ def test_library_lists_reopens_overlays_and_exports(qtbot, window, three_runs, t
     assert w.view_tabs.currentWidget() is w.compare_view
     cv = w.compare_view
     for key in ("loss", "acc", "asr"):
-        assert len(cv.plots[key].listDataItems()) == 3 and len(cv.legends[key].items) == 3
+        assert len(cv.plots[key].listDataItems()) == 3
+    assert [label.text for _, label in cv.legend.items] == names  # one legend entry per run, table order
     assert not cv.plots["proxy_asr"].listDataItems()  # no run scanned: said in the plot, no empty curves
     assert "none of these runs" in cv.empty_labels["proxy_asr"].textItem.toPlainText()
 
