@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .scan_command import add_parser as add_scan_parser
 
     add_scan_parser(sub, _model_args)
+    from .watch_command import add_parser as add_watch_parser
+
+    add_watch_parser(sub)
     return parser
 
 
@@ -162,6 +165,10 @@ def _main(argv: Sequence[str] | None = None) -> int:
             from .scan_command import run as run_scan_command
 
             return run_scan_command(args, _load)
+        if args.command == "watch":
+            from .watch_command import run as run_watch_command
+
+            return run_watch_command(args)
         return _cleanse(args)
     except BcuError as exc:
         print(f"bcu: error: {exc}", file=sys.stderr)

@@ -118,7 +118,7 @@ def test_delete_asks_and_reveal_opens_the_folder(qtbot, window, three_runs, tmp_
     assert messages.titles()[0] == "Delete runs?"
 
 
-def test_two_thousand_runs_load_in_batches_and_the_window_stays_live(qtbot, window, three_runs, tmp_path):
+def test_two_thousand_runs_and_a_damaged_one_load_in_batches_and_the_window_stays_live(qtbot, window, three_runs, tmp_path):
     w = window
     src = three_runs / "20260301-100000-strong"
     config, summary = (src / "config.json").read_bytes(), (src / "summary.json").read_bytes()
@@ -128,23 +128,30 @@ def test_two_thousand_runs_load_in_batches_and_the_window_stays_live(qtbot, wind
         folder.mkdir(parents=True)
         (folder / "config.json").write_bytes(config)
         (folder / "summary.json").write_bytes(summary)
+    (root / "20250102-000000-damaged").mkdir()  # listed as damaged, never a crash
+    (root / "20250102-000000-damaged" / "config.json").write_text("{half a fi")
+    (root / "20250102-000000-damaged" / "summary.json").write_bytes(summary)
+    (root / "photos").mkdir()  # not a run: skipped
+    (root / "photos" / "config.json").write_text('{"camera": "x"}')
     ticks = []
     timer = QTimer()
     timer.setInterval(10)
     timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
     timer.start()
     start = time.perf_counter()
-    _load(qtbot, w, root, 2000)
+    _load(qtbot, w, root, 2001)
     seconds = time.perf_counter() - start
     timer.stop()
     panel = w.library_panel
     assert panel.batches_received >= 10  # handed over in batches, each shown as it came
     gaps = [b - a for a, b in zip(ticks, ticks[1:])]
     assert len(ticks) >= 5 and max(gaps) < max(1.0, seconds / 3), (len(ticks), max(gaps), seconds)
-    assert panel._record_at(0).name == "20250101-003319-run"  # sorted newest first
-    assert panel.count_label.text() == "2,000 runs"
+    assert panel._record_at(0).name == "20250102-000000-damaged"  # sorted newest first
+    assert panel._record_at(0).status == "damaged" and panel._record_at(1).name == "20250101-003319-run"
+    assert panel.count_label.text() == "2,001 runs"
 
 
+@pytest.mark.slow
 def test_watch_a_live_cleanse_in_another_process_to_its_end(qtbot, window, mini_demo, tmp_path):
     w = window
     run = tmp_path / "remote-run"

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from bcu_gui.cli import main
 from bcu_gui.core import heartbeat
 from bcu_gui.core.events import Failed, Finished
 from bcu_gui.core.job import CleanseConfig, CleanseJob
@@ -197,10 +198,10 @@ def test_follower_with_a_fake_clock_sees_rows_a_resume_and_a_silent_remote_write
     assert u.state == "died" and "a-server" in u.message and follower.poll().ended
 
 
-def _bcu(args: list[str]) -> subprocess.Popen:
+def _bcu(args: list[str], stdout=subprocess.DEVNULL) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1",
            "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    return subprocess.Popen([sys.executable, "-m", "bcu_gui.cli", *args], stdout=subprocess.DEVNULL,
+    return subprocess.Popen([sys.executable, "-m", "bcu_gui.cli", *args], stdout=stdout,
                             stderr=subprocess.PIPE, text=True, env=env)
 
 
@@ -215,12 +216,17 @@ def _cleanse_args(demo: Path, out: Path, epochs: int) -> list[str]:
 def test_follow_a_live_bcu_cleanse_to_its_end(small_demo, tmp_path):
     run = tmp_path / "live"
     proc = _bcu(_cleanse_args(small_demo, run, 12))
+    watch = _bcu(["watch", str(run), "--json", "--interval", "0.1"], stdout=subprocess.PIPE)  # `bcu watch` too
     try:
         follower = RunFollower(run)
         updates = list(follower.follow(interval=0.05, timeout=120))
     finally:
         _, err = proc.communicate(timeout=60)
+        watched, _ = watch.communicate(timeout=60)
     assert proc.returncode == 0, err
+    lines = [json.loads(line) for line in watched.splitlines()]
+    assert watch.returncode == 0 and lines[-1]["state"] == "finished"
+    assert [r["epoch"] for r in lines if r["event"] == "epoch"] == list(range(1, 13))
     assert updates[-1].state == "finished" and updates[-1].summary.epochs_completed == 12
     assert "running" in [u.state for u in updates]
     with_rows = [u for u in updates if u.new_rows]
@@ -230,7 +236,7 @@ def test_follow_a_live_bcu_cleanse_to_its_end(small_demo, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_killed_bcu_cleanse_is_noticed_as_dead(small_demo, tmp_path):
+def test_a_killed_bcu_cleanse_is_noticed_as_dead(small_demo, tmp_path, capsys):
     run = tmp_path / "killed"
     proc = _bcu(_cleanse_args(small_demo, run, 2000))
     follower = RunFollower(run)
@@ -246,6 +252,8 @@ def test_a_killed_bcu_cleanse_is_noticed_as_dead(small_demo, tmp_path):
     assert update.state == "died" and str(proc.pid) in update.message
     record = read_record(run)
     assert record.status == "unfinished" and record.resumable and record.epochs_done >= 1
+    assert main(["watch", str(run)]) == 1 and "is gone" in capsys.readouterr().out
+    assert main(["watch", str(tmp_path / "no" / "such")]) == 2
 
 
 def test_a_run_that_fails_records_why(small_demo, tmp_path):
