@@ -173,25 +173,32 @@ class LibraryPanel(QWidget):
                 report(batch)
             return total
 
-        task = self._task = run_task(scan, self)
-        task.progress.connect(self._on_batch)
-        task.result.connect(lambda n: self.count_label.setText(f"{n:,} runs"))
-        task.error.connect(lambda exc: self.count_label.setText(f"could not scan: {exc}"))
-        task.ended.connect(lambda: self._on_ended(task))
+        task = self._task = run_task(scan)  # no parent: the worker registry owns it until its thread ends
+        task.progress.connect(lambda records, t=task: self._on_batch(t, records))
+        task.error.connect(lambda exc, t=task: self._on_error(t, exc))
+        task.ended.connect(lambda t=task: self._on_ended(t))
 
     def cancel(self) -> None:
         if self._task is not None:
             self._task.cancel()
             self._task = None
 
-    def _on_batch(self, records: list[RunRecord]) -> None:
+    def _on_batch(self, task: BackgroundTask, records: list[RunRecord]) -> None:
+        if task is not self._task:  # a scan that a refresh replaced
+            return
         self.batches_received += 1
         self.model.add_records(records)
         self.count_label.setText(f"{self.model.rowCount():,} runs, scanning…")
 
+    def _on_error(self, task: BackgroundTask, exc: BaseException) -> None:
+        if task is self._task:
+            self.count_label.setText(f"could not scan the folders: {exc}")
+
     def _on_ended(self, task: BackgroundTask) -> None:
         if task is self._task:
             self._task = None
+            if not self.count_label.text().startswith("could not"):
+                self.count_label.setText(f"{self.model.rowCount():,} runs")
             self._update_buttons()
             self.loaded.emit(self.model.rowCount())
 
