@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Callable
 
 from PySide6.QtCore import QFile, QItemSelectionModel, Qt, QUrl, Signal
 from PySide6.QtGui import QDesktopServices
@@ -43,6 +44,7 @@ class LibraryPanel(QWidget):
         self.proxy = RunFilterProxy(self)
         self.proxy.setSourceModel(self.model)
         self._task: BackgroundTask | None = None
+        self.extra_roots: Callable[[], list[Path]] = lambda: []  # the window adds where its runs are written
         self.batches_received = 0  # batches of the last scan (tests check that a big library loads in several)
 
         self.filter_edit = QLineEdit()
@@ -122,8 +124,9 @@ class LibraryPanel(QWidget):
 
     # -- folders -----------------------------------------------------------------------------------------
     def roots(self) -> list[Path]:
-        """The default runs folder first, then the folders the user added."""
-        return [default_runs_root(), *(Path(f) for f in self.settings.library_folders())]
+        """The default runs folder first, then where the app writes runs now, then the folders the user added."""
+        roots = [default_runs_root(), *self.extra_roots(), *(Path(f) for f in self.settings.library_folders())]
+        return list(dict.fromkeys(Path(r) for r in roots))
 
     def add_folder(self, folder: str | Path) -> None:
         folders = self.settings.library_folders()

@@ -79,6 +79,7 @@ class MainWindow(QMainWindow):
         self.scan_view.inputs = lambda: (self.model_panel.model, self.data_panel.unlabeled_path())
         self.scan_view.output_root = self._output_root
         self.library_panel = LibraryPanel(self.settings)
+        self.library_panel.extra_roots = lambda: [self._output_root()]
         self.compare_view = CompareView()
         self.watch_banner = QLabel()
         self.watch_banner.setWordWrap(True)

@@ -180,3 +180,33 @@ def test_watch_a_live_cleanse_in_another_process_to_its_end(qtbot, window, mini_
     assert w.run_view.epochs_plot.epochs() == list(range(1, 13))
     assert "finished" in w.watch_banner.text() and "12 of 12 epochs" in w.watch_banner.text()
     assert "Cleansed" in w.run_view.summary.text()
+
+
+def test_library_folders_are_remembered_and_forgotten(qtbot, window, three_runs):
+    from bcu_gui.app.settings import AppSettings
+
+    w = window
+    _load(qtbot, w, three_runs, 3)
+    assert str(three_runs.resolve()) in AppSettings().library_folders()  # kept for the next session
+    assert Path(w.training_panel.values()["output_root"]) in w.library_panel.roots()  # where the app writes runs
+    w.library_panel.remove_folder(str(three_runs.resolve()))
+    qtbot.waitUntil(lambda: not w.library_panel.is_loading, timeout=20_000)
+    assert w.library_panel.model.rowCount() == 0 and three_runs.exists()  # forgotten, not deleted
+
+
+def test_watching_a_run_whose_writer_is_gone_says_it_died(qtbot, window, three_runs, tmp_path):
+    from bcu_gui.core.heartbeat import HEARTBEAT_FILE, this_host
+
+    w = window
+    run = tmp_path / "killed"
+    shutil.copytree(three_runs / "20260301-100000-strong", run)
+    (run / "summary.json").unlink()
+    (run / HEARTBEAT_FILE).write_text(json.dumps({"pid": 2 ** 22 + 4321, "host": this_host(),
+                                                  "started": time.time(), "beat": time.time(), "beats": 9,
+                                                  "interval": 5}))
+    with qtbot.waitSignal(w.watcher.ended, timeout=10_000) as ended:
+        assert w.watch_run(run)
+    assert ended.args[0].state == "died" and "died" in w.watch_banner.text()
+    assert w.run_view.epochs_plot.epochs() == [1, 2]  # what it wrote before it died is shown
+    assert w.library_panel.model.row_of(run) is not None  # and the library lists it as unfinished
+    assert w.library_panel.model.record(w.library_panel.model.row_of(run)).status == "unfinished"
