@@ -24,6 +24,8 @@ def open_run(window, path: str | Path) -> bool:
         dialogs.error(window, "Not a run folder", f"{path} holds no run of BCU Studio (no config.json, "
                       "metrics.jsonl or summary.json)")
         return False
+    if record.status == "running":  # being written by another process: follow it live
+        return watch_run(window, record.path)
     window.watcher.stop(hide=True)
     summary = read_summary(record.path)
     curves = read_curves(record.path)

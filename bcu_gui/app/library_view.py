@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
-from PySide6.QtCore import QFile, QItemSelectionModel, Qt, QUrl, Signal
+from PySide6.QtCore import QFile, QItemSelectionModel, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFileDialog, QHBoxLayout, QHeaderView, QLabel,
                                QLineEdit, QMenu, QPushButton, QTableView, QToolButton, QVBoxLayout, QWidget)
@@ -27,6 +27,7 @@ from .settings import AppSettings
 from .worker import BackgroundTask, run_task
 
 BATCH = 200  # records per hand-over from the scanning thread
+LIVE_REFRESH_MS = 5000  # how often rows of running runs are re-read
 
 
 class LibraryPanel(QWidget):
@@ -35,6 +36,7 @@ class LibraryPanel(QWidget):
     open_requested = Signal(object)  # Path of a run to reopen
     compare_requested = Signal(list)  # the ticked RunRecords
     open_model_requested = Signal(object)  # Path of a run's cleansed.pt
+    resume_requested = Signal(object)  # Path of an unfinished or stopped run to continue
     loaded = Signal(int)  # a scan ended with this many runs listed
 
     def __init__(self, settings: AppSettings, parent: QWidget | None = None) -> None:
@@ -96,6 +98,11 @@ class LibraryPanel(QWidget):
         self.folders_menu.aboutToShow.connect(self._fill_folders_menu)
         self.folders_button.setMenu(self.folders_menu)
         self.refresh_button = QPushButton("Refresh")
+        # Runs being written change under the table: re-read those rows (a few small files each) now and then.
+        self._live_timer = QTimer(self)
+        self._live_timer.setInterval(LIVE_REFRESH_MS)
+        self._live_timer.timeout.connect(self.refresh_running)
+        self._live_timer.start()
         self.open_button.clicked.connect(lambda: self._open(self.current()))
         self.compare_button.clicked.connect(self.compare_checked)
         self.model_button.clicked.connect(self._open_model)
@@ -213,6 +220,14 @@ class LibraryPanel(QWidget):
             if not self.is_loading:
                 self.count_label.setText(f"{self.model.rowCount():,} runs")
 
+    def refresh_running(self) -> None:
+        """Re-read the rows of runs that were being written (they may have ended or died since)."""
+        if self.is_loading:
+            return
+        running = [r.path for r in self.model.records() if r.status == "running"]
+        if running:
+            self.model.add_records([r for r in map(read_record, running) if r is not None])
+
     # -- selection ---------------------------------------------------------------------------------------
     def _record_at(self, proxy_row: int) -> RunRecord:
         return self.model.record(self.proxy.mapToSource(self.proxy.index(proxy_row, 0)).row())
@@ -258,6 +273,9 @@ class LibraryPanel(QWidget):
         open_model.setEnabled(self.model_button.isEnabled())
         open_model.triggered.connect(self._open_model)
         menu.addAction("Reveal in file manager").triggered.connect(lambda: self.reveal(record))
+        resume = menu.addAction("Resume run")
+        resume.setEnabled(record.resumable and record.status in ("stopped", "unfinished"))
+        resume.triggered.connect(lambda: self.resume_requested.emit(record.path))
         menu.addSeparator()
         menu.addAction("Delete…").triggered.connect(lambda: self.delete_runs(self.selected()))
         menu.popup(self.table.viewport().mapToGlobal(pos))

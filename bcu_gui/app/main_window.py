@@ -286,6 +286,7 @@ class MainWindow(QMainWindow):
         self.library_panel.open_requested.connect(self.open_run)
         self.library_panel.compare_requested.connect(self.compare_runs)
         self.library_panel.open_model_requested.connect(self.open_checkpoint)
+        self.library_panel.resume_requested.connect(self.resume_run)
         self.run_view.run_finished.connect(lambda event: self.library_panel.update_run(event.run_dir))
         self.watcher.ended.connect(lambda update: self._on_watch_ended(update))
         QTimer.singleShot(0, self.library_panel.refresh)

@@ -210,3 +210,31 @@ def test_watching_a_run_whose_writer_is_gone_says_it_died(qtbot, window, three_r
     assert w.run_view.epochs_plot.epochs() == [1, 2]  # what it wrote before it died is shown
     assert w.library_panel.model.row_of(run) is not None  # and the library lists it as unfinished
     assert w.library_panel.model.record(w.library_panel.model.row_of(run)).status == "unfinished"
+
+
+def test_a_running_run_opens_live_and_its_row_follows_it(qtbot, window, three_runs, tmp_path):
+    from bcu_gui.core.heartbeat import Heartbeat
+
+    w = window
+    root = tmp_path / "lib"
+    run = root / "20260301-130000-live"
+    shutil.copytree(three_runs / "20260301-100000-strong", run)
+    summary = (run / "summary.json").read_bytes()
+    (run / "summary.json").unlink()
+    beat = Heartbeat(run, epochs=2, interval=0.1)  # this process plays the writer
+    beat.start()
+    try:
+        _load(qtbot, w, root, 1)
+        panel = w.library_panel
+        assert panel.model.record(0).status == "running"
+        w.watcher._timer.setInterval(50)
+        assert w.open_run(run)  # a run being written is followed, not shown as a still
+        assert w.watcher.is_watching and "live" in w.watch_banner.text()
+    finally:
+        (run / "summary.json").write_bytes(summary)
+        beat.stop()
+    with qtbot.waitSignal(w.watcher.ended, timeout=10_000) as ended:
+        pass
+    assert ended.args[0].state == "finished"
+    panel.refresh_running()
+    assert panel.model.record(0).status == "finished"
