@@ -302,13 +302,13 @@ class CleanseJob:
         yield Log(message=batch.reason)
         run = RunFolder(cfg.out or new_run_dir())
         self.run_dir = run.path
-        self._heartbeat = Heartbeat(run.path, epochs=cfg.epochs)
-        self._heartbeat.start()
         if not continuing:  # an unfinished run keeps the config it started with (same settings, checked)
             run.write_config({**cfg.to_dict(), RESOLVED_KEY: {"ratios": ratios, "model": model.metadata(),
                                                               "device": plan.describe(), "batch_size": batch.size,
                                                               "batch_automatic": batch.automatic,
                                                               "batch_reason": batch.reason}})
+        self._heartbeat = Heartbeat(run.path, epochs=cfg.epochs)  # after the config: the folder is a run's
+        self._heartbeat.start()
         yield Log(message=f"run folder: {run.path}; compute: {plan.describe()}")
         self.batch = batch
         yield from self._train(model, student, unlabeled.images, sets, report, plan, run, continuing)
