@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .report_command import add_parser as add_report_parser
 
     add_report_parser(sub)
+    from .watch_command import add_parser as add_watch_parser
+
+    add_watch_parser(sub)
     return parser
 
 
@@ -183,6 +186,10 @@ def _main(argv: Sequence[str] | None = None) -> int:
             from .report_command import run as run_report_command
 
             return run_report_command(args)
+        if args.command == "watch":
+            from .watch_command import run as run_watch_command
+
+            return run_watch_command(args)
         return _cleanse(args)
     except BcuError as exc:
         print(f"bcu: error: {exc}", file=sys.stderr)

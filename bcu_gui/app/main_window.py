@@ -14,8 +14,8 @@ from pathlib import Path
 
 from PySide6.QtCore import QSize, Qt, QTimer
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
-from PySide6.QtWidgets import (QFileDialog, QLabel, QMainWindow, QMessageBox, QPushButton, QScrollArea, QSplitter,
-                               QStackedWidget, QHBoxLayout, QTabWidget, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox, QPushButton, QScrollArea,
+                               QSplitter, QStackedWidget, QHBoxLayout, QTabWidget, QVBoxLayout, QWidget)
 
 from .. import __version__
 from ..core.bundled import describe_bundled
@@ -23,6 +23,8 @@ from ..core.errors import BcuError
 from ..core.job import CleanseConfig
 from ..core.models import LoadedModel
 from . import dialogs
+from .compare_view import CompareView
+from .library_view import LibraryPanel
 from .log_pane import LogPane
 from .panels.data_panel import DataPanel
 from .panels.model_panel import ModelPanel
@@ -32,7 +34,8 @@ from .report_export import ReportExporter
 from .run_view import RunView
 from .scan_view import ScanView
 from .settings import AppSettings
-from .sweep_view import SweepView, describe_run
+from .sweep_view import SweepView
+from .watch_view import RunWatcher
 from .wheel_guard import WheelGuard
 from .worker import cancel_all_tasks
 
@@ -80,6 +83,14 @@ class MainWindow(QMainWindow):
         self.sweep_view = SweepView(self, self.log_pane, lambda text: self.statusBar().showMessage(text))
         self.sweep_view.inputs = lambda: (self.build_config(), self.model_panel.model)
         self.sweep_view.output_root = self._output_root
+        self.library_panel = LibraryPanel(self.settings)
+        self.library_panel.extra_roots = lambda: [self._output_root()]
+        self.compare_view = CompareView()
+        self.watch_banner = QLabel()
+        self.watch_banner.setWordWrap(True)
+        self.watch_banner.setVisible(False)
+        self.watcher = RunWatcher(self.run_view, self.watch_banner, lambda text: self.statusBar().showMessage(text),
+                                  self)
 
     def _build_right(self) -> None:
         rv = self.run_view
@@ -93,8 +104,15 @@ class MainWindow(QMainWindow):
         self.view_tabs.addTab(self.plot_splitter, "Run")
         self.view_tabs.addTab(self.scan_view.widget, "Scan")
         self.view_tabs.addTab(self.sweep_view.widget, "Sweep")
+        self.view_tabs.addTab(self.compare_view, "Compare")
+        top = QWidget()  # the banner of a watched run sits above the plots it fills
+        top_layout = QVBoxLayout(top)
+        top_layout.setContentsMargins(0, 0, 0, 0)
+        top_layout.setSpacing(2)
+        top_layout.addWidget(self.watch_banner)
+        top_layout.addWidget(self.view_tabs, 1)
         self.right_splitter = QSplitter(Qt.Orientation.Vertical)
-        self.right_splitter.addWidget(self.view_tabs)
+        self.right_splitter.addWidget(top)
         self.right_splitter.addWidget(rv.summary)
         self.right_splitter.addWidget(self.log_pane)
         self.right_splitter.setStretchFactor(0, 5)
@@ -197,6 +215,12 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(central)
         self.statusBar().showMessage("Open the demo or a checkpoint to begin.")
 
+        self.library_dock = QDockWidget("Run library", self)
+        self.library_dock.setObjectName("library_dock")  # saveState names docks by object name
+        self.library_dock.setWidget(self.library_panel)
+        self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.library_dock)
+        self.resizeDocks([self.library_dock], [190], Qt.Orientation.Vertical)
+
     @property
     def run_panel(self):
         return self.run_view.run_panel
@@ -220,6 +244,10 @@ class MainWindow(QMainWindow):
                                       "completed epoch")
         self.resume_action.triggered.connect(self.choose_run_to_resume)
         file_menu.addAction(self.resume_action)
+        self.watch_action = QAction("&Watch run folder…", self)
+        self.watch_action.setToolTip("Follow a run that another process is writing (another terminal, a server)")
+        self.watch_action.triggered.connect(self.choose_run_to_watch)
+        file_menu.addAction(self.watch_action)
         file_menu.addSeparator()
         file_menu.addAction(rv.save_action)
         self.report_exporter = ReportExporter(self, self._last_run_dir, self.settings)
@@ -236,6 +264,11 @@ class MainWindow(QMainWindow):
         run_menu.addAction(self.scan_view.scan_action)
         self.scan_run_button = self.run_panel.add_action_button(self.scan_view.scan_action)
         self.scan_run_button.setText("Scan")
+
+        view_menu = self.menuBar().addMenu("&View")
+        library_toggle = self.library_dock.toggleViewAction()
+        library_toggle.setShortcut(QKeySequence("Ctrl+L"))
+        view_menu.addAction(library_toggle)
 
         help_menu = self.menuBar().addMenu("&Help")
         self.demo_action = QAction("Open the &demo", self)
@@ -264,7 +297,14 @@ class MainWindow(QMainWindow):
         self.scan_view.show_requested.connect(lambda: self.view_tabs.setCurrentWidget(self.scan_view.widget))
         self.scan_view.use_as_triggered.connect(self.use_triggered_set)
         self.sweep_view.running_changed.connect(self._on_running_changed)
-        self.sweep_view.run_activated.connect(self._show_sweep_run)
+        self.sweep_view.run_activated.connect(self.open_run)
+        self.library_panel.open_requested.connect(self.open_run)
+        self.library_panel.compare_requested.connect(self.compare_runs)
+        self.library_panel.open_model_requested.connect(self.open_checkpoint)
+        self.library_panel.resume_requested.connect(self.resume_run)
+        self.run_view.run_finished.connect(lambda event: self.library_panel.update_run(event.run_dir))
+        self.watcher.ended.connect(lambda update: self._on_watch_ended(update))
+        QTimer.singleShot(0, self.library_panel.refresh)
 
     # ---------------------------------------------------------------------------------------- settings
     def _fit_to_screen(self) -> None:
@@ -291,6 +331,9 @@ class MainWindow(QMainWindow):
             state = s.window_state(key)
             if state is not None:
                 splitter.restoreState(state)
+        docks = s.window_state("docks")
+        if docks is not None:
+            self.restoreState(docks)
         # "batch_size" is what earlier versions remembered: their fixed 256, not a choice (now "batch", 0: auto)
         self.training_panel.set_values({k: v for k, v in s.training().items() if k != "batch_size"})
 
@@ -300,6 +343,7 @@ class MainWindow(QMainWindow):
         for key, splitter in (("main_splitter", self.main_splitter), ("right_splitter", self.right_splitter),
                               ("plot_splitter", self.plot_splitter)):
             s.set_window_state(key, splitter.saveState())
+        s.set_window_state("docks", self.saveState())
         if not self.demo:  # the demo's settings are the demo's, not the user's
             s.set_training(self.training_panel.remembered())
         s.sync()
@@ -466,22 +510,59 @@ class MainWindow(QMainWindow):
         cfg, model = opened
         return self.run_view.start(cfg, model, f"{cfg.preset} (resumed)", resume=True)
 
+    def open_run(self, path: str | Path) -> bool:
+        """Show a saved run (its curves, summary and status) in the run view; the library, a sweep's chart and
+        a report call this. False (after a message) when it is not a run folder or a run is in progress."""
+        from .library_actions import open_run
+
+        if self._refuse_while_running():
+            return False
+        return open_run(self, path)
+
+    def compare_runs(self, runs) -> None:
+        """Overlay several runs' curves (run records or folders) in the Compare tab."""
+        from .library_actions import compare_runs
+
+        compare_runs(self, runs)
+
+    def choose_run_to_watch(self) -> None:
+        if self._refuse_while_running():
+            return
+        path = QFileDialog.getExistingDirectory(self, "Watch a run folder being written",
+                                                self.settings.last_dir("watch"))
+        if path:
+            self.settings.set_last_dir("watch", path)
+            self.watch_run(path)
+
+    def watch_run(self, path: str | Path) -> bool:
+        """Follow the run another process is writing in ``path``, live, in the run view's plots."""
+        from .library_actions import watch_run
+
+        if self._refuse_while_running():
+            return False
+        return watch_run(self, path)
+
+    def _on_watch_ended(self, update) -> None:
+        self.log_pane.append_message(f"watched run {update.state}: {update.message}",
+                                     "info" if update.state == "finished" else "warning")
+        if self.watcher.run_dir is not None:
+            self.library_panel.update_run(self.watcher.run_dir)
+
     def run_again_with_paper(self) -> bool:
         """The demo's comparison: same inputs, the paper's ratios; the previous curves stay as references."""
         self.run_view.keep_as_reference()
         self.reinit_panel.set_preset("paper")
         return self.start_run(keep_reference=True)
 
-    def _show_sweep_run(self, path: Path) -> None:
-        """A sweep's point was clicked: say which run it is (the run library opens it, once it exists)."""
-        text = describe_run(path)
-        self.log_pane.append_message(f"sweep run {text}")
-        self.statusBar().showMessage(text)
-
     def _on_running_changed(self, running: bool) -> None:
+        if running:  # the plots are the live run's now
+            from .saved_run import restore_step_axis
+
+            self.watcher.stop(hide=True)
+            restore_step_axis(self.run_view)
         for panel in self.input_panels:
             panel.setEnabled(not running)
-        for action in (self.open_action, self.demo_action, self.resume_action):
+        for action in (self.open_action, self.demo_action, self.resume_action, self.watch_action):
             action.setEnabled(not running)
         self.recent_menu.setEnabled(not running)
         self.welcome_demo_button.setEnabled(not running)
@@ -553,6 +634,8 @@ class MainWindow(QMainWindow):
                 event.ignore()
                 return
         self.data_panel.cancel_checks()
+        self.watcher.stop()
+        self.library_panel.cancel()
         self.scan_view.close()
         cancel_all_tasks()
         self._save_settings()

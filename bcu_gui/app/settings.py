@@ -86,3 +86,14 @@ class AppSettings:
                 self._s.setValue(key, value)
         finally:
             self._s.endGroup()
+
+    # -- run library folders ---------------------------------------------------------------------------
+    def library_folders(self) -> list[str]:
+        """Folders the user added to the run library (besides the default runs folder), in order added."""
+        value = self._s.value("library/folders", [])
+        if isinstance(value, str):
+            value = [value]
+        return [str(v) for v in (value or []) if v]
+
+    def set_library_folders(self, folders: list[str]) -> None:
+        self._s.setValue("library/folders", list(dict.fromkeys(str(f) for f in folders)))

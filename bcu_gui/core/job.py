@@ -38,6 +38,7 @@ from .evaluation import EvalSets, Evaluator
 from .events import Event, Failed, Finished, Log, Paused, Resumed, Started
 from .groups import CONFIG_PRESETS, layer_groups, resolve_ratios
 from .memory_budget import MemoryChoice
+from .heartbeat import Heartbeat
 from .keep import KEEP_CHOICES
 from .models import LoadedModel, load_model
 from .reinit import ReinitReport, build_student
@@ -195,6 +196,7 @@ class CleanseJob:
         self.memory: MemoryChoice | None = None  # where the unlabelled set lives, chosen before it is read
         self.eval_plan: EvalPlan | None = None  # when and on how many images epochs are measured
         self._stream: StreamedImages | None = None
+        self._heartbeat: Heartbeat | None = None  # running.json while the run folder is written
 
     # -- control, safe from any thread -------------------------------------------------------------------
     def pause(self) -> None:
@@ -220,7 +222,21 @@ class CleanseJob:
 
     # -- the run -----------------------------------------------------------------------------------------
     def events(self) -> Iterator[Event]:
-        """Run the job, yielding events; always ends with ``Finished`` or ``Failed``."""
+        """Run the job, yielding events; always ends with ``Finished`` or ``Failed``.
+
+        While the run folder is written, ``running.json`` in it says so (core/heartbeat.py); it is removed
+        however the stream ends, and a failure leaves ``failed.json`` with its message.
+        """
+        try:
+            for event in self._guarded_events():
+                if isinstance(event, Failed) and self._heartbeat is not None:
+                    self._heartbeat.fail(event.message, event.kind)
+                yield event
+        finally:
+            if self._heartbeat is not None:
+                self._heartbeat.stop()
+
+    def _guarded_events(self) -> Iterator[Event]:
         try:
             yield from self._run()
         except BcuError as exc:
@@ -321,6 +337,8 @@ class CleanseJob:
                                                               "memory": {**self.memory.to_dict(),
                                                                          "cache": cache_file}}})
             atomic.write_json(run.path / ENVIRONMENT_FILE, environment_record(plan))  # for the report
+        self._heartbeat = Heartbeat(run.path, epochs=cfg.epochs)  # after the config: the folder is a run's
+        self._heartbeat.start()
         yield Log(message=f"run folder: {run.path}; compute: {plan.describe()}")
         self.batch = batch
         images = training_images(unlabeled, self.memory, plan.device, cache_file)
@@ -401,6 +419,8 @@ class CleanseJob:
                 clock.tick()
                 run.append_metrics(dataclasses.asdict(record))
                 resume_points.save_point(run.path, d)
+                if self._heartbeat is not None:
+                    self._heartbeat.epoch_done(record.epoch, record.seconds)
                 yield record
                 continue
             break  # cancelled inside the epoch

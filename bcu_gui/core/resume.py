@@ -25,6 +25,7 @@ import torch
 from . import atomic
 from .environment import ENVIRONMENT_FILE
 from .errors import ConfigError
+from .heartbeat import FAILED_FILE, HEARTBEAT_FILE, read_heartbeat, writer_alive
 
 RESUME_FILE = "resume.pt"
 FORMAT = 1
@@ -57,9 +58,10 @@ def folder_state(path: str | Path) -> FolderState:
         return FolderState("unfinished", config)
     if "summary.json" in names:
         return FolderState("finished", config)
-    # a run killed before its first resume point holds nothing but its config and environment (and maybe
-    # temporary files)
-    if names <= {"config.json", ENVIRONMENT_FILE} | {n for n in names if n.startswith(".") and n.endswith(".tmp")}:
+    # a run killed before its first resume point holds nothing but its config, environment and heartbeat
+    # files (and maybe temporary files)
+    markers = {"config.json", ENVIRONMENT_FILE, HEARTBEAT_FILE, FAILED_FILE}
+    if names <= markers | {n for n in names if n.startswith(".") and n.endswith(".tmp")}:
         return FolderState("unfinished", config)
     return FolderState("foreign", config)
 
@@ -98,6 +100,10 @@ def check_out_folder(path: str | Path, settings: dict, resume: bool = False,
     """
     state = folder_state(path)
     other = suggest_name(path)
+    beat = read_heartbeat(path)
+    if beat is not None and writer_alive(beat):  # two processes writing one folder would corrupt it
+        raise ConfigError(f"{path} is being written right now by {beat.describe()}; wait for it to end, "
+                          f"or write this run to a new folder, e.g. --out {other}")
     if state.status in ("absent", "empty"):
         if resume:
             raise ConfigError(f"{path} is not a run folder: there is nothing to resume")
