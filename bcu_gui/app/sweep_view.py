@@ -428,21 +428,6 @@ class SweepView(QObject):
             self.folder_edit.setText(path)
 
 
-def describe_run(path: str | Path) -> str:
-    """One line about a sweep's run folder (what the window shows when a point is clicked)."""
-    import json
-
-    from ..core.summary import RunSummary
-
-    try:
-        s = RunSummary.from_dict(json.loads((Path(path) / "summary.json").read_text(encoding="utf-8")))
-    except (OSError, ValueError, KeyError, TypeError):
-        return f"{path}: no summary yet (the run has not ended)"
-    proxy = s.cleansed_scan.proxy_asr if s.cleansed_scan else None
-    return (f"{path}: {s.preset}, seed {s.reinit.seed}; ACC {pct(s.cleansed.acc)}, ASR {pct(s.cleansed.asr)}, "
-            f"proxy ASR {pct(proxy)}; kept {s.kept_text()}" + (" (stopped)" if s.cancelled else ""))
-
-
 def _with_status(row: SweepRow, status: str) -> SweepRow:
     from dataclasses import replace
 
