@@ -73,7 +73,7 @@ def test_a_sweep_fills_table_and_scatter_marks_the_front_and_a_click_emits_the_r
     assert "paper" in tip_text(sv.rows[0], "asr") and "ACC" in tip_text(sv.rows[0], "asr")
     assert w.run_panel.start_button.isEnabled() and sv.run_button.isEnabled()
 
-    # hovering a point names its setting; a click emits that run's folder (and the window says which run it is)
+    # hovering a point names its setting; a click emits that run's folder and the window opens that run
     target = front[0]
     _hover(sv.scatter.plot_widget.viewport(), _point_position(sv, target.name))
     qtbot.waitUntil(lambda: target.label in sv.scatter.plot.getViewBox().toolTip(), timeout=5_000)
@@ -81,7 +81,8 @@ def test_a_sweep_fills_table_and_scatter_marks_the_front_and_a_click_emits_the_r
         qtbot.mouseClick(sv.scatter.plot_widget.viewport(), Qt.MouseButton.LeftButton,
                          pos=_point_position(sv, target.name))
     assert activated.args[0] == folder / target.name
-    assert str(folder / target.name) in w.statusBar().currentMessage()
+    assert f"saved run {target.name}" in w.statusBar().currentMessage()
+    assert w.view_tabs.currentWidget() is w.plot_splitter  # the Run tab, showing the opened run's curves
 
     # the same folder opened again (as from another session) shows the same table, scatter and controls
     sv.rows = []
