@@ -423,7 +423,7 @@ class MainWindow(QMainWindow):
         self.view_tabs.setCurrentWidget(self.plot_splitter)
         return self.run_view.start(cfg, model, self.reinit_panel.preset_label(), keep_reference, scan=scan,
                                    teacher_scan=self.scan_view.result_for(model, cfg.unlabeled, self.run_view.scan_config)
-                                   if scan else None)
+                                   if scan else None, processes=self.training_panel.processes())
 
     def choose_run_to_resume(self) -> None:
         if self._refuse_while_running():
