@@ -36,9 +36,36 @@ def strip_nproc(argv: Sequence[str]) -> list[str]:
 
 
 def torchrun_command(argv: Sequence[str], nproc: int, python: str | None = None) -> list[str]:
-    """The command that runs ``bcu <argv>`` as ``nproc`` DDP processes on this machine."""
-    return [python or sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+    """The command that runs ``bcu <argv>`` as ``nproc`` DDP processes on this machine.
+
+    It is torch's own launcher (``torch.distributed.run``), entered through :func:`torchrun_main` below so that
+    its way of ending (a traceback when stopped by a signal) becomes an exit code and one line.
+    """
+    return [python or sys.executable, "-m", "bcu_gui.launcher", "--standalone", f"--nproc-per-node={nproc}",
             "-m", "bcu_gui.cli", *argv]
+
+
+def torchrun_main(argv: Sequence[str]) -> int:
+    """``torch.distributed.run`` with its arguments ``argv``, ending with an exit code instead of a traceback.
+
+    torchrun raises ``SignalException`` after forwarding a stop signal to its workers (which then save and
+    stop), and ``ChildFailedError`` with a table when a worker failed; each worker has printed its own one-line
+    reason already, so here only the exit code and which process failed are said.
+    """
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run as torchrun
+
+    try:
+        torchrun(parse_args(list(argv)))
+    except SignalException as exc:
+        return 128 + int(exc.sigval)
+    except ChildFailedError as exc:
+        failed = ", ".join(f"process {rank} (exit code {f.exitcode})" for rank, f in sorted(exc.failures.items()))
+        print(f"bcu: the run ended because {failed} failed", file=sys.stderr)
+        codes = [f.exitcode for f in exc.failures.values()]
+        return 2 if codes and all(c == 2 for c in codes) else 1
+    return 0
 
 
 def torchrun_env(nproc: int, environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -51,6 +78,7 @@ def torchrun_env(nproc: int, environ: Mapping[str, str] | None = None) -> dict[s
     root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    env.setdefault("LOGLEVEL", "ERROR")  # torchrun's agent: no warning for each signal it forwards
     return env
 
 
@@ -188,3 +216,7 @@ class LaunchedRun:
 
     def resume(self) -> None:
         """Nothing to resume: it never pauses."""
+
+
+if __name__ == "__main__":
+    sys.exit(torchrun_main(sys.argv[1:]))

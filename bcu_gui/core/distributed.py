@@ -180,8 +180,12 @@ class Context:
         """Images a rank takes a step for a global batch (at least 2: a batch of 1 breaks batch norm)."""
         return max(2, math.ceil(global_batch / self.world_size))
 
-    def batch_note(self, global_batch: int, images: int, steps: int) -> str:
+    def batch_note(self, global_batch: int, images: int) -> str:
+        """What the log says about the batch of a run of several processes."""
+        from .batching import steps_per_epoch
+
         per = self.rank_batch(global_batch)
+        steps = steps_per_epoch(self.shard_size(images), per)
         used = per * self.world_size
         changed = f" (rounded up from {global_batch})" if used != global_batch else ""
         low = ("; below 16 images a process, batch-norm statistics get noisy: consider a larger batch"

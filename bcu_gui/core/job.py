@@ -294,6 +294,7 @@ class CleanseJob:
         yield Log(message=batch.reason)
         if self._dist is not None:
             yield Log(message=self._dist.describe())
+            yield Log(message=self._dist.batch_note(batch.size, len(unlabeled)))
         path = self._decide(lambda: str(cfg.out or new_run_dir()))  # one folder, named by rank 0
         run = RunFolder(path) if self._writes else distributed.PeerFolder(path)
         self.run_dir = run.path
