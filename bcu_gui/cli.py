@@ -400,6 +400,8 @@ def _cleanse_in(args: argparse.Namespace, cfg, ctx, reporter) -> int:
 
     def on_signal(signum, frame):  # the first stop signal: stop at the next batch and save; a second: give up
         if job.cancelled:
+            if ctx is not None:  # torchrun's own: it forwards one signal and kills 30 s later; never abort a save
+                return
             raise _Abort(signum)
         stopped_by.append(signum)
         name = signal.Signals(signum).name

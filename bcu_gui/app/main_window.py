@@ -446,7 +446,11 @@ class MainWindow(QMainWindow):
         if opened is None:
             return False
         cfg, model = opened
-        return self.run_view.start(cfg, model, f"{cfg.preset} (resumed)", resume=True)
+        from ..core.resume import folder_state
+
+        resolved = (folder_state(path).config or {}).get("resolved") or {}
+        processes = int(resolved.get("world_size", 1))  # a run goes on with as many processes as it started with
+        return self.run_view.start(cfg, model, f"{cfg.preset} (resumed)", resume=True, processes=processes)
 
     def run_again_with_paper(self) -> bool:
         """The demo's comparison: same inputs, the paper's ratios; the previous curves stay as references."""

@@ -194,6 +194,10 @@ class Context:
                 f"(global batch {used}{changed}) from its {self.shard_size(images)}-image shard, {steps} steps "
                 f"an epoch{low}")
 
+    def barrier(self) -> None:
+        """Wait for every rank (at the end of a run, while rank 0 saves)."""
+        dist.barrier()
+
     def close(self) -> None:
         """Leave the process group (every rank, at the end of the run)."""
         if dist.is_initialized():

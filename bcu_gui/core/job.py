@@ -410,6 +410,8 @@ class CleanseJob:
             yield Log(message=save_warning, level="warning")
         if cancelled:
             yield Log(message=summary.note, level="warning")
+        if self._dist is not None:  # no rank ends before rank 0 has saved (torchrun stops the rest when one ends)
+            self._dist.barrier()
         yield Finished(summary=summary)
 
     def _diverged(self, d: Distiller, model: LoadedModel, run: RunFolder, report: ReinitReport,

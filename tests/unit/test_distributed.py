@@ -124,3 +124,23 @@ def test_cli_refuses_bad_nproc_before_starting_anything(tmp_path, capsys):
     assert main(["demo", "--nproc", "2", "--device", "cpu", "--out", str(tmp_path / "mine")]) == 2
     assert "not a run folder" in capsys.readouterr().err
 
+
+
+def test_the_apps_launched_run_reads_back_the_events_the_cli_prints(tmp_path):
+    import json
+
+    from bcu_gui.core.atomic import dumps
+    from bcu_gui.core.events import EpochEnd, Started, to_record
+    from bcu_gui.core.job import CleanseConfig
+
+    started = Started(epochs=3, steps_per_epoch=10, images=400, device="cpu", teacher_acc=0.99, teacher_asr=1.0,
+                      reinit_counts={"stem": 4}, reinit_totals={"stem": 8}, run_dir="r", batch_size=40)
+    epoch = EpochEnd(epoch=1, epochs=3, loss=0.5, acc=0.9, asr=None, agreement=0.8, lr=0.01, temperature=2.0,
+                     seconds=1.0, elapsed=1.0, extra={"ema_acc": 0.5})
+    for event in (started, epoch):
+        assert launcher._event(json.loads(dumps(to_record(event)))) == event
+    cfg = CleanseConfig(checkpoint="m.pt", unlabeled="u", out=str(tmp_path / "run"))
+    assert launcher.LaunchedRun(cfg, 2, scan=True).arguments(Path("s.json")) == \
+        ["cleanse", "--config", "s.json", "--out", str(tmp_path / "run"), "--scan", "--json", "--nproc", "2"]
+    assert launcher.LaunchedRun(cfg, 4, resume=True).arguments(Path("s.json")) == \
+        ["cleanse", "--resume", str(tmp_path / "run"), "--json", "--nproc", "4"]
