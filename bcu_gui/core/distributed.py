@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -249,7 +250,8 @@ def is_peer_failure(exc: BaseException) -> bool:
 
 def peer_failure_message(exc: BaseException) -> str:
     """A sentence for a collective that failed: another rank died, or waited too long for this one."""
-    text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = re.sub(r"^\[[^\]]*\]\s*", "", first).split(". ")[0][:200]  # gloo: "[pair.cc:545] Read error ...: why. More"
     if "timeout" in text.lower() or "timed out" in text.lower():
         return (f"another process of this run stopped answering for {TIMEOUT.total_seconds() / 60:.0f} minutes "
                 f"({text}); the run folder keeps its last completed epoch")

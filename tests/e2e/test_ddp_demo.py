@@ -3,7 +3,8 @@
 What must hold: the run completes; rank 0 alone wrote a run folder and printed the run; the cleansed model
 scores like a one-process run of the same settings (the batch is global, so the optimisation is the same
 apart from which images share a step and per-process batch-norm statistics); a SIGTERM to the launcher
-stops both processes at the same step and leaves a folder that resumes with as many processes.
+stops both processes at the same step and leaves a folder that resumes with as many processes; a process
+killed outright ends the other within seconds, with a sentence saying so, and the folder stays resumable.
 
 Tolerance, measured (20 epochs, seeds 0 and 1, `bcu demo --epochs 20 --seed S [--nproc 2]`): one process ACC
 94.7% / 96.5%, ASR 0.3% / 0.3%; two processes ACC 95.5% / 97.0%, ASR 0.0% / 0.3%. Changing the seed moves ACC
@@ -106,3 +107,33 @@ def test_sigterm_to_the_launcher_stops_both_processes_and_leaves_a_resumable_fol
     assert not final["cancelled"] and final["epochs_completed"] == epochs
     assert len((run / "metrics.jsonl").read_text().splitlines()) == epochs
     assert not (run / RESUME_FILE).exists()
+
+
+def _rank_of(pid: int) -> int | None:
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    return next((int(e[5:]) for e in environ if e.startswith(b"RANK=")), None)
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds the rank-1 process through /proc")
+def test_a_process_that_dies_ends_the_other_with_a_clear_message_not_a_hang(tmp_path):
+    run = tmp_path / "run"
+    proc = _bcu("demo", "--nproc", "2", "--device", "cpu", "--epochs", "6", "--ema-decay", "0", "--out", str(run))
+    deadline = time.monotonic() + 300
+    while not (run / "metrics.jsonl").exists():
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    workers = subprocess.run(["pgrep", "-f", f"bcu_gui.cli demo .*--out {run}"], capture_output=True,
+                             text=True).stdout.split()
+    victim = [int(pid) for pid in workers if _rank_of(int(pid)) == 1]
+    assert len(victim) == 1
+    os.kill(victim[0], signal.SIGKILL)
+    killed = time.monotonic()
+    _, err = proc.communicate(timeout=120)
+    assert time.monotonic() - killed < 60  # torchrun's failure detection and gloo's, not the 30-minute timeout
+    assert proc.returncode == 1
+    assert "bcu: error: another process of this run failed or was stopped" in err
+    assert "process 1 (exit code -9)" in err and "Traceback" not in err
+    assert folder_state(run).status == "unfinished" and (run / RESUME_FILE).is_file()  # resumable
