@@ -66,3 +66,23 @@ def test_a_two_process_run_is_launched_and_followed_to_its_end(qtbot, two_gpus, 
     qtbot.waitUntil(lambda: not w.run_view.is_running, timeout=10_000)
     assert w.run_view.result_dir == run and w.run_view.save_action.isEnabled()
     assert summary.batch_size == 16  # the batch is global: 8 a process
+
+
+@pytest.mark.slow
+def test_stop_ends_every_process_of_a_launched_run_and_keeps_it_resumable(qtbot, two_gpus, window):
+    from bcu_gui.core.events import EpochEnd
+    from bcu_gui.core.resume import folder_state
+
+    w = window
+    open_demo_for_test(qtbot, w, epochs=30, batch=16)
+    w.training_panel.gpus_spin.setValue(2)
+    seen = []
+    w.run_view.runner.event.connect(seen.append)
+    assert w.start_run()
+    qtbot.waitUntil(lambda: any(isinstance(e, EpochEnd) for e in seen), timeout=240_000)
+    with qtbot.waitSignal(w.run_view.run_finished, timeout=120_000) as finished:
+        w.run_panel.stop_button.click()
+    summary = finished.args[0].summary
+    assert summary.cancelled and summary.epochs_completed < 30
+    assert folder_state(summary.run_dir).status == "unfinished"
+    qtbot.waitUntil(lambda: not w.run_view.is_running, timeout=10_000)
