@@ -130,7 +130,8 @@ class LaunchedRun:
     events are read from rank 0's JSON lines on stdout (Started, one EpochEnd per epoch, Finished with the
     summary); the CLI's one-line errors and warnings on stderr become ``Log`` events; a cancel sends SIGTERM,
     which stops every process at the same step and saves, as in a terminal. Pausing is not offered: the other
-    processes would wait in their next collective. Steps are not reported (the JSON stream has none).
+    processes would wait in their next collective. The JSON stream has no steps: the loss plot gets one point
+    an epoch (the epoch's mean loss at its last step).
     """
 
     pausable = False
@@ -158,7 +159,7 @@ class LaunchedRun:
         import tempfile
         import threading
 
-        from .core.events import Failed, Finished, Log
+        from .core.events import EpochEnd, Failed, Finished, Log, Started, Step
 
         with tempfile.TemporaryDirectory(prefix="bcu-launch-") as tmp:
             settings = Path(tmp) / "settings.json"
@@ -178,7 +179,7 @@ class LaunchedRun:
                 threading.Thread(target=pump, args=(stream, name), daemon=True).start()
             if self._cancelled:
                 self.cancel()
-            open_streams, errors, finished = 2, [], False
+            open_streams, errors, finished, steps_per_epoch = 2, [], False, 0
             while open_streams:
                 name, line = lines.get()
                 if line is None:
@@ -188,6 +189,12 @@ class LaunchedRun:
                         event = _event(json.loads(line))
                     except (ValueError, TypeError, KeyError):
                         event = None
+                    if isinstance(event, Started):
+                        steps_per_epoch = event.steps_per_epoch
+                    if isinstance(event, EpochEnd) and steps_per_epoch:  # the loss plot gets a point an epoch
+                        step = event.epoch * steps_per_epoch
+                        yield Step(epoch=event.epoch - 1, step=step, total_steps=event.epochs * steps_per_epoch,
+                                   loss=event.loss, lr=event.lr, temperature=event.temperature, losses=(event.loss,))
                     if event is not None:
                         finished = finished or isinstance(event, Finished)
                         yield event
