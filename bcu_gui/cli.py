@@ -126,6 +126,9 @@ def _cleanse_args(p: argparse.ArgumentParser, demo: bool = False, sweep: bool = 
                         "it off)")
     if not sweep:
         p.add_argument("--out", metavar="RUN_DIR", help="run folder (default: a new folder in the user data dir)")
+        p.add_argument("--nproc", type=int, default=None, metavar="N",
+                       help="train as N processes with DistributedDataParallel (one per GPU, or gloo on the CPU), "
+                            "started through torchrun; the batch size stays global (README: more than one GPU)")
     from .bigdata_args import add_bigdata_args
 
     add_bigdata_args(p)
@@ -190,6 +193,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
             from .watch_command import run as run_watch_command
 
             return run_watch_command(args)
+        if args.nproc is not None and args.nproc != 1:
+            return _launch(args, list(sys.argv[1:] if argv is None else argv))
         return _cleanse(args)
     except BcuError as exc:
         print(f"bcu: error: {exc}", file=sys.stderr)
@@ -373,32 +378,68 @@ def _config_of_run(args: argparse.Namespace):
     return cfg
 
 
+def _launch(args: argparse.Namespace, argv: list[str]) -> int:
+    """``--nproc N``: check the settings here (one line, exit 2), then run the same command under torchrun."""
+    from . import launcher
+    from .core import distributed
+    from .core.resume import check_out_folder
+
+    if args.nproc < 1:
+        raise ConfigError(f"--nproc must be at least 1, got {args.nproc}")
+    if distributed.placement() is not None:
+        raise ConfigError("--nproc starts torchrun itself; under torchrun, leave it out")
+    cfg = _config(args)
+    cfg.validate()
+    if cfg.out:
+        check_out_folder(cfg.out, cfg.to_dict(), bool(getattr(args, "resume", None)))
+    distributed.choose_device(cfg.device, args.nproc - 1)  # enough GPUs for one a process, when on GPUs
+    return launcher.run(argv, args.nproc)
+
+
 def _cleanse(args: argparse.Namespace) -> int:
-    from .core.job import CleanseJob
-    from .console import ConsoleReporter, JsonReporter
+    from .core import distributed
+    from .console import ConsoleReporter, JsonReporter, SilentReporter
 
     cfg = _config(args)
-    model, hooks = None, []
     if args.command == "cleanse" and args.resume and args.scan:
         raise ConfigError("--scan cannot be added when resuming a run; resume it as it started")
-    if args.scan:  # scan before and after; the hook follows the proxy ASR every epoch
+    ctx = distributed.setup(cfg.device)  # under torchrun with several processes: join them (else None)
+    try:
+        quiet = ctx is not None and not ctx.is_main  # ranks other than 0 print their own errors only
+        return _cleanse_in(args, cfg, ctx, SilentReporter() if quiet else
+                           JsonReporter() if args.json else ConsoleReporter())
+    finally:
+        if ctx is not None:
+            ctx.close()
+
+
+def _cleanse_in(args: argparse.Namespace, cfg, ctx, reporter) -> int:
+    """Run the job in this process (one of several under torchrun when ``ctx`` is set) and report it."""
+    from .core.job import CleanseJob
+
+    model, hooks = None, []
+    who = "bcu" if ctx is None or ctx.is_main else f"bcu (process {ctx.rank})"
+    if args.scan and (ctx is None or ctx.is_main):  # scan before and after (rank 0 alone scans)
         from .scan_command import cleanse_hook
 
         model, hook = cleanse_hook(args, cfg)
         hooks.append(hook)
     resume = args.command == "cleanse" and bool(args.resume)
-    job = CleanseJob(cfg, model=model, hooks=hooks, resume=resume)
+    job = CleanseJob(cfg, model=model, hooks=hooks, resume=resume, dist=ctx)
     for hook in hooks:
         hook.cancel = lambda: job.cancelled  # a stop signal during a scan stops it too
-    reporter = JsonReporter() if args.json else ConsoleReporter()
     stopped_by: list[int] = []
 
     def on_signal(signum, frame):  # the first stop signal: stop at the next batch and save; a second: give up
         if job.cancelled:
+            if ctx is not None:  # torchrun's own: it forwards one signal and kills 30 s later; never abort a save
+                return
             raise _Abort(signum)
         stopped_by.append(signum)
         name = signal.Signals(signum).name
-        print(f"\nbcu: {name}: stopping after this batch and saving ({name} again to abort)...", file=sys.stderr)
+        if ctx is None or ctx.is_main:
+            print(f"\nbcu: {name}: stopping after this batch and saving ({name} again to abort)...",
+                  file=sys.stderr)
         job.cancel(name)
 
     previous = {s: signal.signal(s, on_signal) for s in STOP_SIGNALS}
@@ -406,7 +447,7 @@ def _cleanse(args: argparse.Namespace) -> int:
         for event in job.events():
             reporter.handle(event)
             if isinstance(event, Failed):
-                print(f"bcu: error: {event.message}", file=sys.stderr)
+                print(f"{who}: error: {event.message}", file=sys.stderr)
                 return EXIT_BAD_INPUT if event.kind == "input" else EXIT_FAILED
             if isinstance(event, Finished):
                 if hooks and not args.json:
@@ -414,7 +455,10 @@ def _cleanse(args: argparse.Namespace) -> int:
 
                     print("\n".join(verdict_lines(event.summary)))
                 if event.cancelled:
-                    print(f"bcu: stopped; continue with `bcu cleanse --resume {event.run_dir}`", file=sys.stderr)
+                    if ctx is None or ctx.is_main:
+                        again = f" --nproc {ctx.world_size}" if ctx is not None else ""
+                        print(f"bcu: stopped; continue with `bcu cleanse --resume {event.run_dir}{again}`",
+                              file=sys.stderr)
                     return 128 + stopped_by[0] if stopped_by else EXIT_INTERRUPTED
                 return EXIT_OK
     finally:

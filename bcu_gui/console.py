@@ -130,3 +130,13 @@ class JsonReporter:
 
     def close(self) -> None:
         pass
+
+
+class SilentReporter:
+    """Prints nothing: the reporter of torchrun processes other than rank 0 (which speaks for the run)."""
+
+    def handle(self, event: Event) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

@@ -485,7 +485,7 @@ class MainWindow(QMainWindow):
         self.view_tabs.setCurrentWidget(self.plot_splitter)
         return self.run_view.start(cfg, model, self.reinit_panel.preset_label(), keep_reference, scan=scan,
                                    teacher_scan=self.scan_view.result_for(model, cfg.unlabeled, self.run_view.scan_config)
-                                   if scan else None)
+                                   if scan else None, processes=self.training_panel.processes())
 
     def choose_run_to_resume(self) -> None:
         if self._refuse_while_running():
@@ -508,7 +508,11 @@ class MainWindow(QMainWindow):
         if opened is None:
             return False
         cfg, model = opened
-        return self.run_view.start(cfg, model, f"{cfg.preset} (resumed)", resume=True)
+        from ..core.resume import folder_state
+
+        resolved = (folder_state(path).config or {}).get("resolved") or {}
+        processes = int(resolved.get("world_size", 1))  # a run goes on with as many processes as it started with
+        return self.run_view.start(cfg, model, f"{cfg.preset} (resumed)", resume=True, processes=processes)
 
     def open_run(self, path: str | Path) -> bool:
         """Show a saved run (its curves, summary and status) in the run view; the library, a sweep's chart and

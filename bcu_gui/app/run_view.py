@@ -139,24 +139,26 @@ class RunView(QObject):
         running = self.runner.is_running
         live = running and not self._stopping and not self._ended
         self.start_action.setEnabled(self._ready and not running)
-        self.pause_action.setEnabled(live)
+        self.pause_action.setEnabled(live and getattr(self.job, "pausable", True))
         self.stop_action.setEnabled(live)
         self.save_action.setEnabled(self.result_dir is not None and not running)
         self.pause_action.setText("Resume" if self.runner.is_paused else "Pause")
 
     # ----------------------------------------------------------------------------------------- control
     def start(self, cfg: CleanseConfig, model: LoadedModel, preset_label: str, keep_reference: bool = False,
-              resume: bool = False, scan: bool = False, teacher_scan=None) -> bool:
+              resume: bool = False, scan: bool = False, teacher_scan=None, processes: int = 1) -> bool:
         """Start a run of ``cfg`` on the already loaded ``model``; False if one is running.
 
         ``resume``: continue the unfinished run in ``cfg.out`` from its last completed epoch.
         ``scan``: scan the teacher first (or reuse ``teacher_scan``, a ``ScanResult`` for the same model and
         images), plot the proxy ASR every epoch and scan the cleansed model at the end.
+        ``processes`` > 1: one DDP process per GPU, started as ``bcu cleanse --nproc N`` and followed
+        (launcher.LaunchedRun); the scan then runs in rank 0's process.
         """
         if self.runner.is_running:
             return False
         self._resume_next = resume
-        self._hooks = [self._scan_hook(cfg, model, teacher_scan)] if scan else []
+        self._hooks = [self._scan_hook(cfg, model, teacher_scan)] if scan and processes <= 1 else []
         self.last_config, self._run_model, self._preset_label = cfg, model, preset_label
         self.last_finished = self.last_failed = None
         self._stopping = self._ended = False
@@ -170,7 +172,13 @@ class RunView(QObject):
                                      f"{cfg.batch_size or 'auto'}, keep {cfg.keep}, lr {cfg.lr:g}, device {cfg.device}; run folder {cfg.out}")
         self.summary.show_text("Preparing the run…")
         self.run_panel.begin()
-        self.job = job = self.job_factory(cfg, model)
+        if processes > 1:
+            from ..launcher import LaunchedRun
+
+            self.job = job = LaunchedRun(cfg, processes, scan=scan, resume=resume)
+            self.log_pane.append_message(f"training as {processes} processes, one a GPU (torchrun)")
+        else:
+            self.job = job = self.job_factory(cfg, model)
         for hook in self._hooks:
             hook.cancel = lambda: job.cancelled
         self.runner.start(job)

@@ -26,6 +26,7 @@ from typing import Iterator, Sequence
 import torch
 
 from . import atomic
+from . import distributed
 from . import resume as resume_points
 from . import training
 from .batching import BatchChoice, choose_batch_size, steps_per_epoch
@@ -180,8 +181,10 @@ class CleanseJob:
 
     def __init__(self, config: CleanseConfig, model: LoadedModel | None = None, *,
                  hooks: Sequence[RunHook] = (), step_rate: float = training.STEP_EVENTS_PER_SECOND,
-                 resume: bool = False) -> None:
+                 resume: bool = False, dist: distributed.Context | None = None) -> None:
         self.config = config
+        self._dist = dist  # one of several torchrun processes (core/distributed.py); None: the only one
+        self._agreed_stop = False  # with several processes: every rank agreed to stop (see _sync_step)
         self._resume = resume  # continue the unfinished run in ``config.out`` (an error if there is none)
         self.stop_reason: str | None = None
         self.trained: tuple[torch.nn.Module, dict] | None = None  # (student, metadata) once training ended
@@ -253,6 +256,10 @@ class CleanseJob:
                 yield Failed(message=f"could not read or write {exc.filename or 'a file'}: {exc.strerror or exc}",
                              kind="input", detail=traceback.format_exc())
         except Exception as exc:  # a bug: report it, never kill the driver
+            if self._dist is not None and distributed.is_peer_failure(exc):
+                yield Failed(message=distributed.peer_failure_message(exc), kind="internal",
+                             detail=traceback.format_exc())
+                return
             yield Failed(message=f"unexpected error: {type(exc).__name__}: {exc}", kind="internal",
                          detail=traceback.format_exc())
         finally:
@@ -277,16 +284,14 @@ class CleanseJob:
     def _run(self) -> Iterator[Event]:
         cfg = self.config
         cfg.validate()
-        if cfg.keep == "proxy" and not any("proxy_asr" in h.provides for h in self._hooks):
+        if cfg.keep == "proxy" and self._writes and not any("proxy_asr" in h.provides for h in self._hooks):
             raise ConfigError("keeping the lowest-proxy-ASR epoch needs a trigger scan's proxy ASR every epoch, "
                               "and this run has none: add the scan (bcu cleanse --scan) or keep last, best or ema")
         if self._resume and not cfg.out:
             raise ConfigError("resuming needs the run folder of the unfinished run")
         # before anything slow: a folder holding earlier work is never overwritten
-        continuing = resume_points.check_out_folder(
-            cfg.out, cfg.to_dict(), self._resume,
-            normalise=lambda saved: CleanseConfig.from_dict(saved).to_dict()) if cfg.out else False
-        plan = plan_compute(cfg.device, cfg.precision, cfg.channels_last)
+        continuing = self._decide(lambda: self._check_out(cfg)) if cfg.out else False
+        plan = plan_compute(str(self._dist.device) if self._dist else cfg.device, cfg.precision, cfg.channels_last)
         if self._model is None:  # a model handed in was already described by whoever loaded it
             yield Log(message=f"loading {cfg.checkpoint}")
             self._model = load_model(cfg.checkpoint, arch=cfg.arch, trust=cfg.trust_checkpoint,
@@ -309,7 +314,8 @@ class CleanseJob:
         if len(unlabeled) < 2:
             raise ConfigError(f"{cfg.unlabeled} holds only {len(unlabeled)} usable image; at least 2 are needed")
         sets, bundled_note = resolve_eval_sets(cfg.eval_clean, cfg.eval_poisoned, cfg.target_class, model,
-                                               cfg.use_bundled_eval)
+                                               cfg.use_bundled_eval) \
+            if self._writes else (EvalSets(None, None, None), None)  # rank 0 alone evaluates
         if bundled_note:
             yield Log(message=bundled_note)
         for s in (sets.clean, sets.triggered):
@@ -327,7 +333,11 @@ class CleanseJob:
 
         batch = choose_batch_size(len(unlabeled), cfg.batch_size)
         yield Log(message=batch.reason)
-        run = RunFolder(cfg.out or new_run_dir())
+        if self._dist is not None:
+            yield Log(message=self._dist.describe())
+            yield Log(message=self._dist.batch_note(batch.size, len(unlabeled)))
+        path = self._decide(lambda: str(cfg.out or new_run_dir()))  # one folder, named by rank 0
+        run = RunFolder(path) if self._writes else distributed.PeerFolder(path)
         self.run_dir = run.path
         if not continuing:  # an unfinished run keeps the config it started with (same settings, checked)
             run.write_config({**cfg.to_dict(), RESOLVED_KEY: {"ratios": ratios, "model": model.metadata(),
@@ -335,10 +345,13 @@ class CleanseJob:
                                                               "batch_automatic": batch.automatic,
                                                               "batch_reason": batch.reason,
                                                               "memory": {**self.memory.to_dict(),
-                                                                         "cache": cache_file}}})
-            atomic.write_json(run.path / ENVIRONMENT_FILE, environment_record(plan))  # for the report
-        self._heartbeat = Heartbeat(run.path, epochs=cfg.epochs)  # after the config: the folder is a run's
-        self._heartbeat.start()
+                                                                         "cache": cache_file},
+                                                              "world_size": self._world_size}})
+            if self._writes:
+                atomic.write_json(run.path / ENVIRONMENT_FILE, environment_record(plan))  # for the report
+        if self._writes:  # rank 0 alone writes the folder, and its heartbeat
+            self._heartbeat = Heartbeat(run.path, epochs=cfg.epochs)  # after the config: the folder is a run's
+            self._heartbeat.start()
         yield Log(message=f"run folder: {run.path}; compute: {plan.describe()}")
         self.batch = batch
         images = training_images(unlabeled, self.memory, plan.device, cache_file)
@@ -350,6 +363,11 @@ class CleanseJob:
         cfg = self.config
         bs = choose_batch_size(len(images), cfg.batch_size).size
         steps = steps_per_epoch(len(images), bs)
+        hooks = self._hooks
+        if self._dist is not None:  # the batch is global: each rank takes its share of it from its shard
+            bs = self._dist.rank_batch(bs)
+            steps = steps_per_epoch(self._dist.shard_size(len(images)), bs)
+            hooks = (distributed.DistributedHook(self._dist, cfg.seed), *hooks)
         self.eval_plan = choose_eval_plan(len(sets.clean) if sets.clean else 0,
                                           len(sets.triggered) if sets.triggered else 0, len(images), cfg.epochs,
                                           measures=1 if cfg.ema_decay is None else 2,
@@ -362,7 +380,7 @@ class CleanseJob:
                               plan=plan, state=state, lr=cfg.lr, momentum=cfg.momentum,
                               weight_decay=cfg.weight_decay, crop_padding=cfg.crop_padding, flip=cfg.flip,
                               seed=cfg.seed, temperature_start=cfg.temperature_start,
-                              temperature_rise=cfg.temperature_rise, keep=cfg.keep, hooks=self._hooks,
+                              temperature_rise=cfg.temperature_rise, keep=cfg.keep, hooks=hooks,
                               hard_labels=cfg.hard_labels, cosine_period=cfg.cosine_period,
                               ema_decay=cfg.ema_decay)
         evaluator.set_reference(distiller.teacher)
@@ -376,13 +394,15 @@ class CleanseJob:
         d = self._distiller(model, student, images, sets, plan)
         assert self.eval_plan is not None
         yield Log(message=self.eval_plan.reason)
-        if continuing and (run.path / resume_points.RESUME_FILE).exists():
+        point = self._decide(lambda: resume_points.read_point(run.path) if continuing and (
+            run.path / resume_points.RESUME_FILE).exists() else None)  # read by rank 0, handed to every rank
+        if point is not None:
             teacher = d.state.teacher
-            resume_points.restore(d, resume_points.read_point(run.path))
+            resume_points.restore(d, point)
             d.state.teacher = d.state.teacher or teacher
             run.keep_metrics(d.state.epoch)
             yield Log(message=f"resuming {run.path} after epoch {d.state.epoch} of {d.state.epochs}")
-        else:
+        elif self._writes:
             resume_points.save_point(run.path, d)  # a kill during the first epoch resumes from the start
         state = d.state
         assert state.teacher is not None
@@ -400,9 +420,9 @@ class CleanseJob:
                 if not self._go.is_set():
                     yield from _flush(d, throttle)
                     yield from self._wait_while_paused(state, clock)
-                if self._cancel.is_set():
+                if self._agreed_stop if self._dist is not None else self._cancel.is_set():
                     break
-                loss = d.step()
+                loss = self._sync_step(d.step())
                 if not math.isfinite(loss):
                     yield from self._diverged(d, model, run, report, f"the loss became {loss}")
                     return
@@ -418,7 +438,8 @@ class CleanseJob:
                 record = d.end_epoch(seconds=clock.seconds() - epoch_start)
                 clock.tick()
                 run.append_metrics(dataclasses.asdict(record))
-                resume_points.save_point(run.path, d)
+                if self._writes:
+                    resume_points.save_point(run.path, d)
                 if self._heartbeat is not None:
                     self._heartbeat.epoch_done(record.epoch, record.seconds)
                 yield record
@@ -426,15 +447,10 @@ class CleanseJob:
             break  # cancelled inside the epoch
         yield from _flush(d, throttle)
 
-        cancelled = self._cancel.is_set()
+        cancelled = self._agreed_stop if self._dist is not None else self._cancel.is_set()
         cleansed = d.finish()
         self.trained = (d.student, model.metadata())
-        files = run.save_model(d.student, model.metadata())
-        original_form, save_warning = save_original_form(model, d.student, run.path)
-        files += original_form
-        files += d.save_ema(run.path / EMA_STEM, model.metadata())
-        for hook in self._hooks:  # e.g. a scan's recovered trigger, for the run's record and its report
-            hook.write_files(run.path)
+        files, save_warning = self._save_models(d, model, run) if self._writes else ([], None)
         clock.tick()
         summary = d.summary(cleansed=cleansed, cancelled=cancelled, preset=cfg.preset,
                             reinit=ReinitRecord(ratios=report.ratios, counts=report.counts, totals=report.totals,
@@ -445,15 +461,20 @@ class CleanseJob:
         if self.memory is not None and self.eval_plan is not None:
             summary = dataclasses.replace(summary, data_path=self.memory.path, data_reason=self.memory.reason,
                                           eval_reason=self.eval_plan.reason)
+        if self._dist is not None:  # every rank's images: the global batch and throughput
+            summary = dataclasses.replace(summary, batch_size=summary.batch_size * self._world_size,
+                                          images_per_second=round(summary.images_per_second * self._world_size, 1))
         if cancelled and self.stop_reason:
             summary = dataclasses.replace(summary, note=f"stopped ({self.stop_reason}): {summary.note}")
         run.write_summary(summary.to_dict())
-        if not cancelled:  # finished: the folder is no longer an unfinished run
+        if not cancelled and self._writes:  # finished: the folder is no longer an unfinished run
             resume_points.discard(run.path)
         if save_warning:
             yield Log(message=save_warning, level="warning")
         if cancelled:
             yield Log(message=summary.note, level="warning")
+        if self._dist is not None:  # no rank ends before rank 0 has saved (torchrun stops the rest when one ends)
+            self._dist.barrier()
         yield Finished(summary=summary)
 
     def _diverged(self, d: Distiller, model: LoadedModel, run: RunFolder, report: ReinitReport,
@@ -465,6 +486,10 @@ class CleanseJob:
         """
         cfg = self.config
         step = d.state.step
+        if not self._writes:  # rank 0 restores, saves and says what happened
+            yield Failed(message=f"training diverged ({what}) at step {step}; process 0 saves the run",
+                         kind="diverged")
+            return
         resume_points.restore(d, resume_points.read_point(run.path))
         cleansed = d.finish()
         self.trained = (d.student, model.metadata())
@@ -480,6 +505,49 @@ class CleanseJob:
         run.write_summary(dataclasses.replace(summary, note=message).to_dict())
         resume_points.discard(run.path)  # resuming would diverge again: the run is over
         yield Failed(message=message, kind="diverged")
+
+    # -- several processes (core/distributed.py); each is the plain path when there is one ---------------
+    @property
+    def _writes(self) -> bool:
+        """This process writes the run folder, evaluates and reports: the only one, or rank 0 of several."""
+        return self._dist is None or self._dist.is_main
+
+    @property
+    def _world_size(self) -> int:
+        return self._dist.world_size if self._dist is not None else 1
+
+    def _decide(self, fn):
+        """``fn()`` here, or on rank 0 with its result handed to every rank."""
+        return fn() if self._dist is None else self._dist.decide(fn)
+
+    def _check_out(self, cfg: CleanseConfig) -> bool:
+        """May the run use ``cfg.out``? True: it continues the unfinished run there, with as many processes."""
+        continuing = resume_points.check_out_folder(
+            cfg.out, cfg.to_dict(), self._resume,
+            normalise=lambda saved: CleanseConfig.from_dict(saved).to_dict())
+        if continuing:
+            distributed.check_world_size(resume_points.folder_state(cfg.out).config, self._world_size)
+        return continuing
+
+    def _sync_step(self, loss: float) -> float:
+        """With several processes: the mean loss over ranks, and a stop on any rank becomes a stop on all."""
+        if self._dist is None:
+            return loss
+        loss, stop = self._dist.agree_step(loss, self._cancel.is_set())
+        if stop:
+            self._agreed_stop = True
+            self._cancel.set()
+        return loss
+
+    def _save_models(self, d: Distiller, model: LoadedModel, run: RunFolder) -> tuple[list[Path], str | None]:
+        """The cleansed model (plain and in the checkpoint's own form) and the EMA weights, into the run folder."""
+        files = run.save_model(d.student, model.metadata())
+        original_form, save_warning = save_original_form(model, d.student, run.path)
+        files += original_form
+        files += d.save_ema(run.path / EMA_STEM, model.metadata())
+        for hook in self._hooks:  # e.g. a scan's recovered trigger, for the run's record and its report
+            hook.write_files(run.path)
+        return files, save_warning
 
     def _wait_while_paused(self, state: RunState, clock: "_TrainingClock") -> Iterator[Event]:
         yield Paused(step=state.step)

@@ -23,7 +23,7 @@ import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch.nn import functional as F
@@ -284,6 +284,10 @@ class Distiller:
         self._step_hooks = [h for h in self.hooks if type(h).on_step_end is not RunHook.on_step_end]
         self._order: torch.Tensor | None = None
         self._loss_sum: torch.Tensor | None = None
+        # what the step calls and which images it takes: the student and every image, unless a hook (DDP,
+        # core/distributed.py) wraps the student to sync gradients and gives the step this rank's shard
+        self.train_model: torch.nn.Module = self.student
+        self.shard_order: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     # -- what a resume file saves besides ``state`` ---------------------------------------------------------
     def tensors(self) -> dict[str, Any]:
@@ -318,8 +322,10 @@ class Distiller:
         """Draw this epoch's order (the generator advances once per epoch, so a resume can replay it)."""
         n = len(self.data)
         order = torch.randperm(n, generator=self.order_gen)
+        if self.shard_order is not None:  # several processes: this rank's part of the shared permutation
+            order = self.shard_order(order)
         if self.stream is not None:
-            self.stream.start_epoch(order, min(self.state.batch_size, n), self.state.steps_per_epoch)
+            self.stream.start_epoch(order, min(self.state.batch_size, len(order)), self.state.steps_per_epoch)
         self._order = order.to(self.plan.device)
         self._loss_sum = torch.zeros((), device=self.plan.device)
         self.state.epoch_step = 0
@@ -338,7 +344,7 @@ class Distiller:
             teacher_probs = F.softmax(self.teacher(x).float() / t, dim=1)
         teacher_probs = teacher_probs.clone()  # an ordinary tensor, usable by autograd
         with self.plan.autocast():
-            logits = self.student(x)
+            logits = self.train_model(x)
         loss = hard_label_loss(logits, teacher_probs) if self.hard_labels else \
             distillation_loss(logits, teacher_probs, t)
         self.optimizer.zero_grad(set_to_none=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout,
                                QLabel, QSpinBox, QWidget)
@@ -61,6 +62,11 @@ class TrainingPanel(QGroupBox):
         self.device_combo.addItem("auto (best available)", "auto")
         for device in available_devices():
             self.device_combo.addItem(device.label, device.id)
+        # several GPUs: the run can be started as one DDP process per GPU (bcu cleanse --nproc N, via torchrun)
+        self.gpus_spin = QSpinBox()
+        self.gpus_spin.setRange(1, max(1, torch.cuda.device_count()))
+        self.gpus_spin.setToolTip("Train on this many GPUs at once (one process per GPU, DistributedDataParallel); "
+                                  "the batch size stays the global one. Pausing is not offered for such runs.")
         self.precision_combo = QComboBox()
         for key, label in PRECISION_CHOICES:
             self.precision_combo.addItem(label, key)
@@ -128,6 +134,8 @@ class TrainingPanel(QGroupBox):
         form.addRow("Learning rate", self.lr_spin)
         form.addRow("Unlabelled limit", self.limit_spin)
         form.addRow("Device", self.device_combo)
+        form.addRow("GPUs", self.gpus_spin)
+        form.setRowVisible(self.gpus_spin, self.gpus_spin.maximum() > 1)  # hidden on machines with < 2 GPUs
         form.addRow("Precision", self.precision_combo)
         form.addRow("Output folder", self.output)
         form.addRow("Keep", self.keep_combo)
@@ -137,7 +145,7 @@ class TrainingPanel(QGroupBox):
         form.addRow("", self.flip_check)
         form.addRow("", self.scan_check)
         for w in (self.epochs_spin, self.batch_spin, self.lr_spin, self.limit_spin, self.cosine_spin,
-                  self.temp_start, self.temp_end):
+                  self.temp_start, self.temp_end, self.gpus_spin):
             w.valueChanged.connect(self.changed)
         for c in (self.device_combo, self.precision_combo, self.keep_combo):
             c.currentIndexChanged.connect(self.changed)
@@ -145,6 +153,10 @@ class TrainingPanel(QGroupBox):
             box.toggled.connect(self.changed)
         self.output.changed.connect(self.changed)
         self.batch_spin.valueChanged.connect(self._update_batch_note)
+
+    def processes(self) -> int:
+        """How many GPUs (processes) the run uses: 1 unless the machine has several and the user chose more."""
+        return self.gpus_spin.value() if self.gpus_spin.maximum() > 1 else 1
 
     # -- which students can be kept ---------------------------------------------------------------------------
     def set_asr_available(self, available: bool) -> None:
