@@ -13,7 +13,9 @@ loop body:
   epoch, e.g. a proxy ASR from a trigger scan, or write a resume point; returned numbers join the epoch's
   record) and ``on_finish``. The ACC / ASR / agreement evaluation is itself the first epoch hook.
 - ``StepThrottle`` limits ``Step`` events to a time-based rate, so a fast GPU run does not flood the app's
-  GUI thread with queued signals, while every step's loss still reaches the plot.
+  GUI thread with queued signals, while every step's loss still reaches the plot. Its rate is also when the
+  host reads the losses at all: a step only writes its loss into the device-side ``LossReader``
+  (lossreader.py), so no step waits for the device.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from torch.nn import functional as F
 from .data import random_crop_flip, to_model_input
 from .devices import ComputePlan
 from .evaluation import Evaluator
+from .lossreader import LossReader
 from .events import EpochEnd, Step
 from .summary import ReinitRecord, RunSummary, Scores
 
@@ -229,6 +232,10 @@ class StepThrottle:
     def add(self, loss: float) -> None:
         self.pending.append(loss)
 
+    def reading_due(self, end_of_epoch: bool) -> bool:
+        """Time to read the losses from the device (an interval passed since the last event, or the epoch ends)."""
+        return end_of_epoch or self._clock() - self._last >= self.interval
+
     def due(self, end_of_epoch: bool) -> bool:
         return bool(self.pending) and (end_of_epoch or self._clock() - self._last >= self.interval)
 
@@ -273,6 +280,7 @@ class Distiller:
         self._step_hooks = [h for h in self.hooks if type(h).on_step_end is not RunHook.on_step_end]
         self._order: torch.Tensor | None = None
         self._loss_sum: torch.Tensor | None = None
+        self.losses = LossReader(plan.device)  # every step's loss, read by the host only at read points
 
     # -- what a resume file saves besides ``state`` ---------------------------------------------------------
     def tensors(self) -> dict[str, Any]:
@@ -309,9 +317,14 @@ class Distiller:
         self._order = torch.randperm(n, generator=self.order_gen).to(self.plan.device)
         self._loss_sum = torch.zeros((), device=self.plan.device)
         self.state.epoch_step = 0
+        self.losses.begin(self.state.steps_per_epoch, self.state.step)
 
-    def step(self) -> float:
-        """One optimiser step on the next batch of this epoch; returns its loss (the one host read)."""
+    def step(self) -> torch.Tensor:
+        """One optimiser step on the next batch of this epoch; returns its loss as a device tensor.
+
+        Nothing here waits for the device (no ``.item()``, no ``bool(tensor)``): the loss goes into
+        ``self.losses``, which the job reads every few steps (``LossReader.collect``).
+        """
         s = self.state
         bs = min(s.batch_size, len(self.data))
         assert self._order is not None and self._loss_sum is not None, "begin_epoch() first"
@@ -332,15 +345,19 @@ class Distiller:
         self.scaler.update()
         value = loss.detach()
         self._loss_sum += value
+        self.losses.put(value)
         s.step += 1
         s.epoch_step += 1
         for hook in self._step_hooks:
             hook.on_step_end(self)
-        return value.item()
+        return value
 
-    def step_event(self, losses: tuple[float, ...]) -> Step:
+    def step_event(self, losses: tuple[float, ...], step: int | None = None) -> Step:
+        """The ``Step`` event for ``losses``, the last of which is the loss of global ``step`` (default: the
+        last step whose loss ``self.losses`` delivered)."""
         s = self.state
-        return Step(epoch=s.epoch, step=s.step, total_steps=s.total_steps, loss=losses[-1], lr=self.lr,
+        step = self.losses.delivered_step if step is None else step
+        return Step(epoch=s.epoch, step=step, total_steps=s.total_steps, loss=losses[-1], lr=self.lr,
                     temperature=self.temperature, losses=losses)
 
     def end_epoch(self, seconds: float) -> EpochEnd:
