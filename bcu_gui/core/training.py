@@ -32,6 +32,7 @@ from torch.nn import functional as F
 from .data import random_crop_flip, to_model_input
 from .devices import ComputePlan
 from .evaluation import Evaluator
+from .fastteacher import folded_teacher
 from .lossreader import LossReader
 from .events import EpochEnd, Step
 from .summary import ReinitRecord, RunSummary, Scores
@@ -260,6 +261,9 @@ class Distiller:
             p.requires_grad_(False)
         self.student = student.to(plan.device, memory_format=self.memory).train()
         self.data = images.to(plan.device)
+        # the step's soft labels come from a copy with batch norms folded into convolutions (fastteacher.py)
+        sample = to_model_input(self.data[:8], evaluator.mean, evaluator.std).contiguous(memory_format=self.memory)
+        self.soft_teacher = folded_teacher(self.teacher, sample)
         self.crop_padding, self.flip, self.keep = crop_padding, flip, keep
         self.temperature_start, self.temperature_rise = temperature_start, temperature_rise
         self.hard_labels = hard_labels
@@ -333,7 +337,7 @@ class Distiller:
                            self.evaluator.mean, self.evaluator.std).contiguous(memory_format=self.memory)
         t = self.temperature
         with torch.inference_mode(), self.plan.autocast():
-            teacher_probs = F.softmax(self.teacher(x).float() / t, dim=1)
+            teacher_probs = F.softmax(self.soft_teacher(x).float() / t, dim=1)
         teacher_probs = teacher_probs.clone()  # an ordinary tensor, usable by autograd
         with self.plan.autocast():
             logits = self.student(x)
