@@ -23,8 +23,8 @@ time for the compiled variants). An engine epoch's time is the job's own ``Epoch
 steps and the end-of-epoch loss read, not the per-epoch evaluation that follows it. Everything goes to a
 JSON file (machine, load average at start and end, every repeat) and a table is printed.
 
-    python benchmarks/throughput.py                        # widths 16 and 64, ~5 minutes on 2 cores
-    python benchmarks/throughput.py --widths 16 --images 256 --steps 4 --out results.json
+    python benchmarks/throughput.py                        # widths 16 and 64, 128 images in 2 steps
+    python benchmarks/throughput.py --widths 16 --images 256 --steps 4 --no-compile --out results.json
     python benchmarks/throughput.py --gpu-target            # width 64, 5,000 images x 100 epochs, on CUDA
 
 ``--gpu-target`` runs the GPU goal of issue 15 (a width-64 CIFAR ResNet-18 cleansed on 5,000 images for 100
@@ -352,11 +352,14 @@ def target(rows: list[dict], device: torch.device, native_bf16: bool) -> dict | 
 def table(rows: list[dict]) -> str:
     lines = [f"{'width':>5}  {'variant':<22} {'precision':<9} {'cl':<3} {'compile':<7} {'images/s':>9} "
              f"{'vs bare':>8} {'vs naive':>8} {'1st epoch +s':>12}"]
+    def ratio(x: float | None) -> str:
+        return f"{x:7.2f}x" if x is not None else "       -"
+
     for r in rows:
-        ratio = lambda x: f"{x:7.2f}x" if x is not None else "       -"  # noqa: E731
-        lines.append(f"{r['width']:>5}  {r['variant']:<22} {r['precision']:<9} {'yes' if r['channels_last'] else 'no':<3} "
-                     f"{'yes' if r['compile'] else 'no':<7} {r['images_per_second']:9.1f} {ratio(r['vs_bare_fp32'])} "
-                     f"{ratio(r['vs_naive'])} {r['first_epoch_extra_s']:12.2f}")
+        cl, compiled = "yes" if r["channels_last"] else "no", "yes" if r["compile"] else "no"
+        lines.append(f"{r['width']:>5}  {r['variant']:<22} {r['precision']:<9} {cl:<3} {compiled:<7} "
+                     f"{r['images_per_second']:9.1f} {ratio(r['vs_bare_fp32'])} {ratio(r['vs_naive'])} "
+                     f"{r['first_epoch_extra_s']:12.2f}")
     return "\n".join(lines)
 
 
@@ -433,8 +436,8 @@ def gpu_target(device_name: str, images: int, epochs: int, width: int, data: str
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--widths", type=int, nargs="+", default=[16, 64], help="ResNet-18 widths (default 16 64)")
-    parser.add_argument("--images", type=int, default=256, help="images an epoch (= one timed repeat)")
-    parser.add_argument("--steps", type=int, default=4, help="optimiser steps an epoch (batch = images / steps)")
+    parser.add_argument("--images", type=int, default=128, help="images an epoch (= one timed repeat)")
+    parser.add_argument("--steps", type=int, default=2, help="optimiser steps an epoch (batch = images / steps)")
     parser.add_argument("--repeats", type=int, default=3, help="timed epochs per variant")
     parser.add_argument("--warmup", type=int, default=1, help="untimed first epochs per variant")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
