@@ -21,7 +21,7 @@ import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Generator, Iterator, Sequence
 
 import torch
 
@@ -41,6 +41,7 @@ from .groups import CONFIG_PRESETS, layer_groups, resolve_ratios
 from .memory_budget import MemoryChoice
 from .heartbeat import Heartbeat
 from .keep import KEEP_CHOICES
+from .lossreader import first_non_finite
 from .models import LoadedModel, load_model
 from .reinit import ReinitReport, build_student
 from .runs import RunFolder, new_run_dir, save_model
@@ -418,18 +419,29 @@ class CleanseJob:
             epoch_start = clock.seconds()
             while state.epoch_step < state.steps_per_epoch:
                 if not self._go.is_set():
-                    yield from _flush(d, throttle)
+                    bad = yield from _flush(d, throttle)
+                    if bad:
+                        yield from self._diverged(d, model, run, report, *bad)
+                        return
                     yield from self._wait_while_paused(state, clock)
                 if self._agreed_stop if self._dist is not None else self._cancel.is_set():
                     break
-                loss = self._sync_step(d.step())
-                if not math.isfinite(loss):
-                    yield from self._diverged(d, model, run, report, f"the loss became {loss}")
-                    return
-                throttle.add(loss)
+                loss = d.step()  # no host read here: the losses are read every few steps, below
+                if self._dist is not None:  # several processes: the step's all_reduce syncs anyway, so every
+                    mean = self._sync_step(float(loss))  # rank agrees on the mean loss (NaN anywhere: NaN on
+                    if not math.isfinite(mean):  # all, so all stop together) and on stopping
+                        yield from self._diverged(d, model, run, report, f"the loss became {mean}")
+                        return
                 clock.tick()
-                if throttle.due(end_of_epoch=state.epoch_step == state.steps_per_epoch):
-                    yield d.step_event(throttle.take())
+                end = state.epoch_step == state.steps_per_epoch
+                if throttle.reading_due(end):
+                    bad = _collect(d, throttle, wait=end)  # at the epoch's end: every loss, checked
+                    if bad:
+                        yield from _report(d, throttle, bad)
+                        yield from self._diverged(d, model, run, report, *bad)
+                        return
+                    if throttle.due(end_of_epoch=end):
+                        yield d.step_event(throttle.take())
             else:
                 # a step can blow the weights up while its own loss was still finite: never keep such an epoch
                 if not _all_finite(d.student):
@@ -445,7 +457,10 @@ class CleanseJob:
                 yield record
                 continue
             break  # cancelled inside the epoch
-        yield from _flush(d, throttle)
+        bad = yield from _flush(d, throttle)
+        if bad:
+            yield from self._diverged(d, model, run, report, *bad)
+            return
 
         cancelled = self._agreed_stop if self._dist is not None else self._cancel.is_set()
         cleansed = d.finish()
@@ -478,14 +493,14 @@ class CleanseJob:
         yield Finished(summary=summary)
 
     def _diverged(self, d: Distiller, model: LoadedModel, run: RunFolder, report: ReinitReport,
-                  what: str) -> Iterator[Event]:
+                  what: str, step: int | None = None) -> Iterator[Event]:
         """A non-finite loss: go back to the last resume point (the last finite state), save it, and fail.
 
         Training on would only spread NaN through every weight, and a NaN model "measures" ASR 100% (the
         argmax of NaN is class 0); what is saved is the student at the end of the last completed epoch.
         """
         cfg = self.config
-        step = d.state.step
+        step = d.state.step if step is None else step
         if not self._writes:  # rank 0 restores, saves and says what happened
             yield Failed(message=f"training diverged ({what}) at step {step}; process 0 saves the run",
                          kind="diverged")
@@ -585,10 +600,31 @@ def _all_finite(module: torch.nn.Module) -> bool:
     return all(bool(torch.isfinite(t).all()) for t in module.state_dict().values() if t.is_floating_point())
 
 
-def _flush(d: Distiller, throttle: StepThrottle) -> Iterator[Event]:
-    """The steps not yet reported (before a pause, a stop, or the end)."""
+def _collect(d: Distiller, throttle: StepThrottle, wait: bool) -> tuple[str, int] | None:
+    """Hand the losses that reached the host to the throttle; (what, step) of the first non-finite one.
+
+    Only the finite losses before it are handed on: a diverged step's loss never reaches the plot.
+    """
+    losses = d.losses.collect(wait=wait)
+    bad = first_non_finite(losses)
+    for loss in losses[:bad]:
+        throttle.add(loss)
+    if bad is None:
+        return None
+    return f"the loss became {losses[bad]}", d.losses.delivered_step - len(losses) + bad + 1
+
+
+def _report(d: Distiller, throttle: StepThrottle, bad: tuple[str, int] | None = None) -> Iterator[Event]:
+    """A ``Step`` event for the losses the throttle holds (those before the diverged step ``bad``, if any)."""
     if throttle.pending:
-        yield d.step_event(throttle.take())
+        yield d.step_event(throttle.take(), step=bad[1] - 1 if bad else None)
+
+
+def _flush(d: Distiller, throttle: StepThrottle) -> Generator[Event, None, tuple[str, int] | None]:
+    """Every loss not yet reported (before a pause, a stop, or the end); returns ``_collect``'s verdict."""
+    bad = _collect(d, throttle, wait=True)
+    yield from _report(d, throttle, bad)
+    return bad
 
 
 def _skipped_warning(images) -> Iterator[Event]:

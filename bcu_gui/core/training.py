@@ -13,7 +13,9 @@ loop body:
   epoch, e.g. a proxy ASR from a trigger scan, or write a resume point; returned numbers join the epoch's
   record) and ``on_finish``. The ACC / ASR / agreement evaluation is itself the first epoch hook.
 - ``StepThrottle`` limits ``Step`` events to a time-based rate, so a fast GPU run does not flood the app's
-  GUI thread with queued signals, while every step's loss still reaches the plot.
+  GUI thread with queued signals, while every step's loss still reaches the plot. Its rate is also when the
+  host reads the losses at all: a step only writes its loss into the device-side ``LossReader``
+  (lossreader.py), so no step waits for the device.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from .data import random_crop_flip, to_model_input
 from .devices import ComputePlan
 from .eval_schedule import ScheduledEvaluator
 from .evaluation import Evaluator
+from .fastteacher import folded_teacher
+from .lossreader import LossReader
 from .events import EpochEnd, Step
 from .streaming import StreamedImages
 from .summary import ReinitRecord, RunSummary, Scores
@@ -236,6 +240,10 @@ class StepThrottle:
     def add(self, loss: float) -> None:
         self.pending.append(loss)
 
+    def reading_due(self, end_of_epoch: bool) -> bool:
+        """Time to read the losses from the device (an interval passed since the last event, or the epoch ends)."""
+        return end_of_epoch or self._clock() - self._last >= self.interval
+
     def due(self, end_of_epoch: bool) -> bool:
         return bool(self.pending) and (end_of_epoch or self._clock() - self._last >= self.interval)
 
@@ -264,6 +272,10 @@ class Distiller:
         # over the memory budget the rows stay on the host and a prefetching thread serves the batches
         self.stream = images if isinstance(images, StreamedImages) else None
         self.data = images if self.stream is not None else images.to(plan.device)
+        # the step's soft labels come from a copy with batch norms folded into convolutions (fastteacher.py)
+        sample = to_model_input(self.data[:8].to(plan.device), evaluator.mean,
+                                evaluator.std).contiguous(memory_format=self.memory)
+        self.soft_teacher = folded_teacher(self.teacher, sample)
         self.crop_padding, self.flip, self.keep = crop_padding, flip, keep
         self.temperature_start, self.temperature_rise = temperature_start, temperature_rise
         self.hard_labels = hard_labels
@@ -288,6 +300,7 @@ class Distiller:
         # core/distributed.py) wraps the student to sync gradients and gives the step this rank's shard
         self.train_model: torch.nn.Module = self.student
         self.shard_order: Callable[[torch.Tensor], torch.Tensor] | None = None
+        self.losses = LossReader(plan.device)  # every step's loss, read by the host only at read points
 
     # -- what a resume file saves besides ``state`` ---------------------------------------------------------
     def tensors(self) -> dict[str, Any]:
@@ -329,9 +342,14 @@ class Distiller:
         self._order = order.to(self.plan.device)
         self._loss_sum = torch.zeros((), device=self.plan.device)
         self.state.epoch_step = 0
+        self.losses.begin(self.state.steps_per_epoch, self.state.step)
 
-    def step(self) -> float:
-        """One optimiser step on the next batch of this epoch; returns its loss (the one host read)."""
+    def step(self) -> torch.Tensor:
+        """One optimiser step on the next batch of this epoch; returns its loss as a device tensor.
+
+        Nothing here waits for the device (no ``.item()``, no ``bool(tensor)``): the loss goes into
+        ``self.losses``, which the job reads every few steps (``LossReader.collect``).
+        """
         s = self.state
         bs = min(s.batch_size, len(self.data))
         assert self._order is not None and self._loss_sum is not None, "begin_epoch() first"
@@ -341,7 +359,7 @@ class Distiller:
                            self.evaluator.mean, self.evaluator.std).contiguous(memory_format=self.memory)
         t = self.temperature
         with torch.inference_mode(), self.plan.autocast():
-            teacher_probs = F.softmax(self.teacher(x).float() / t, dim=1)
+            teacher_probs = F.softmax(self.soft_teacher(x).float() / t, dim=1)
         teacher_probs = teacher_probs.clone()  # an ordinary tensor, usable by autograd
         with self.plan.autocast():
             logits = self.train_model(x)
@@ -353,15 +371,19 @@ class Distiller:
         self.scaler.update()
         value = loss.detach()
         self._loss_sum += value
+        self.losses.put(value)
         s.step += 1
         s.epoch_step += 1
         for hook in self._step_hooks:
             hook.on_step_end(self)
-        return value.item()
+        return value
 
-    def step_event(self, losses: tuple[float, ...]) -> Step:
+    def step_event(self, losses: tuple[float, ...], step: int | None = None) -> Step:
+        """The ``Step`` event for ``losses``, the last of which is the loss of global ``step`` (default: the
+        last step whose loss ``self.losses`` delivered)."""
         s = self.state
-        return Step(epoch=s.epoch, step=s.step, total_steps=s.total_steps, loss=losses[-1], lr=self.lr,
+        step = self.losses.delivered_step if step is None else step
+        return Step(epoch=s.epoch, step=step, total_steps=s.total_steps, loss=losses[-1], lr=self.lr,
                     temperature=self.temperature, losses=losses)
 
     def end_epoch(self, seconds: float) -> EpochEnd:
