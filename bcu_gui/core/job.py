@@ -82,6 +82,8 @@ class CleanseConfig:
     keep: str = "last"  # last | best | ema | proxy (keep.KEEP_HELP)
     ema_decay: float | None = training.EMA_DECAY  # per step; None: no moving average
     use_bundled_eval: bool = True  # fill missing eval sets from the checkpoint's own (BackdoorBench bd_test)
+    feature_space: bool = False  # record 2-D penultimate-feature frames every epoch (feature_space.py)
+    feature_sample: int = 200  # clean (and triggered) images per frame
 
     def validate(self) -> None:
         """Reject settings that cannot work, before any file is read."""
@@ -104,6 +106,7 @@ class CleanseConfig:
             (self.keep in KEEP_CHOICES, f"keep must be one of {', '.join(KEEP_CHOICES)}, got '{self.keep}'"),
             (self.unlabeled_limit is None or self.unlabeled_limit >= 2, "the unlabelled limit must be at least 2"),
             (self.temperature_start > 0, "the starting temperature must be positive"),
+            (self.feature_sample >= 3, f"the feature-space sample needs at least 3 images, got {self.feature_sample}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -318,6 +321,10 @@ class CleanseJob:
                report: ReinitReport, plan, run: RunFolder, continuing: bool = False) -> Iterator[Event]:
         cfg = self.config
         d = self._distiller(model, student, images, sets, plan)
+        if cfg.feature_space:  # last: it may stamp the trigger a scan hook before it recovers
+            from .feature_space import FeatureSpaceHook
+
+            d.add_hook(FeatureSpaceHook(run.path, cfg.feature_sample, cfg.seed))
         if continuing and (run.path / resume_points.RESUME_FILE).exists():
             teacher = d.state.teacher
             resume_points.restore(d, resume_points.read_point(run.path))
@@ -335,6 +342,7 @@ class CleanseJob:
         throttle = StepThrottle(self._step_rate)
         clock = _TrainingClock(state)
         d.start()
+        yield from d.hook_events()
         while state.epoch < state.epochs:  # a restored state starts at its own epoch
             d.begin_epoch()
             epoch_start = clock.seconds()
@@ -362,6 +370,7 @@ class CleanseJob:
                 run.append_metrics(dataclasses.asdict(record))
                 resume_points.save_point(run.path, d)
                 yield record
+                yield from d.hook_events()
                 continue
             break  # cancelled inside the epoch
         yield from _flush(d, throttle)
