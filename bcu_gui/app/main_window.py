@@ -87,6 +87,7 @@ class MainWindow(QMainWindow):
         self.view_tabs.setDocumentMode(True)
         self.view_tabs.addTab(self.plot_splitter, "Run")
         self.view_tabs.addTab(self.scan_view.widget, "Scan")
+        self.view_tabs.addTab(rv.feature_view, "Feature space")
         self.right_splitter = QSplitter(Qt.Orientation.Vertical)
         self.right_splitter.addWidget(self.view_tabs)
         self.right_splitter.addWidget(rv.summary)
