@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QSlider, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QSizePolicy, QSlider, QVBoxLayout, QWidget
 
 from ..common import pct
 from ..core.errors import BcuError
@@ -28,7 +28,7 @@ from ..core.feature_space import load_frames
 # Ten distinct colours (Tableau 10, the usual categorical palette); more classes cycle through hues.
 PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7",
            "#9c755f", "#79706e")
-TRIGGERED_COLOR = "#111111"
+TRIGGERED_COLOR = (20, 20, 20, 190)
 EMPTY_TEXT = ("No feature frames yet. Tick “Feature space every epoch” in Training and start a run: each "
               "epoch shows where clean and triggered images sit in the model's penultimate layer.")
 
@@ -46,9 +46,10 @@ class FeatureView(QWidget):
         super().__init__(parent)
         self.frames: list[FeatureFrame] = []
         self.index = -1
-        self.plot_widget = pg.PlotWidget()
-        self.plot_widget.setMinimumSize(260, 200)
-        self.plot = self.plot_widget.getPlotItem()
+        # the plot and, to its right, the legend: outside the data, so it never hides a cluster
+        self.plot_widget = pg.GraphicsLayoutWidget()
+        self.plot_widget.setMinimumSize(300, 200)
+        self.plot = self.plot_widget.addPlot(row=0, col=0)
         self.plot.setTitle("Penultimate-layer features (2-D projection fitted on the teacher)", size="10pt")
         self.plot.showGrid(x=True, y=True, alpha=0.15)
         self.plot.setMenuEnabled(True)  # Export… (PNG, CSV) from the context menu
@@ -56,11 +57,14 @@ class FeatureView(QWidget):
         self.plot.hideAxis("bottom")
         self.plot.vb.setMouseEnabled(x=True, y=True)
         self.plot.vb.disableAutoRange()
-        self.legend = self.plot.addLegend(labelTextSize="8pt", brush=pg.mkBrush(255, 255, 255, 210),
-                                          pen=pg.mkPen(200, 200, 200), colCount=1)
-        self.legend.anchor(itemPos=(1, 0), parentPos=(1, 0), offset=(-8, 8))
+        self.legend = pg.LegendItem(labelTextSize="9pt", colCount=1)
+        self.plot_widget.addItem(self.legend, row=0, col=1)
+        self.plot_widget.ci.layout.setColumnStretchFactor(0, 1)
+        self.legend.setSizePolicy(QSizePolicy.Policy.Fixed, QSizePolicy.Policy.Fixed)  # compact, at the top
+        self.plot_widget.ci.layout.setAlignment(self.legend, Qt.AlignmentFlag.AlignTop)
         self.class_items: list[pg.ScatterPlotItem] = []
-        self.triggered_item = pg.ScatterPlotItem(symbol="x", size=7, pen=pg.mkPen(TRIGGERED_COLOR, width=1.2),
+        # thin, slightly see-through crosses: where they land matters, and the classes under them stay legible
+        self.triggered_item = pg.ScatterPlotItem(symbol="x", size=7, pen=pg.mkPen(TRIGGERED_COLOR, width=0.8),
                                                  brush=pg.mkBrush(TRIGGERED_COLOR), name="triggered")
         self.triggered_item.setZValue(3)
         self.plot.addItem(self.triggered_item)
@@ -186,6 +190,7 @@ class FeatureView(QWidget):
                                       brush=pg.mkBrush(color), name=_class_label(i, names))
             item.setZValue(2)
             self.plot.addItem(item)
+            self.legend.addItem(item, item.name())
             self.class_items.append(item)
         self.legend.addItem(self.triggered_item, "triggered")
 
@@ -219,7 +224,8 @@ class FeatureView(QWidget):
                 "the scan's recovered trigger stamped on clean images"
             parts.append(f"{len(frame.triggered)} triggered images (×) from {source}")
             if frame.at_target is not None and frame.target is not None:
-                parts.append(f"{pct(frame.at_target)} of them nearest class {frame.target}'s centre")
+                parts.append(f"in the model's own features, {pct(frame.at_target)} of them lie nearest class "
+                             f"{frame.target}'s centre")
         else:
             parts.append("no triggered images (give a triggered folder, or scan the model)")
         return "; ".join(parts) + "."

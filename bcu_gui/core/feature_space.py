@@ -44,7 +44,7 @@ from . import atomic
 from .data import to_model_input
 from .devices import ComputePlan
 from .errors import ConfigError
-from .events import FeatureFrame
+from .events import FeatureFrame, Log
 from .groups import layer_groups
 from .training import RunHook
 
@@ -327,11 +327,11 @@ class FeatureSpaceHook(RunHook):
         self.seconds: list[float] = []  # time spent per epoch (the teacher's frame excluded)
         self.teacher_seconds = 0.0  # the sample, the teacher's features, the projection: once, at the start
         self._teacher_clean: torch.Tensor | None = None
-        self._pending: list[FeatureFrame] = []
+        self._pending: list[FeatureFrame | Log] = []
         self._epochs_total = 0
 
     # -- what the job yields ------------------------------------------------------------------------------
-    def take_events(self) -> list[FeatureFrame]:
+    def take_events(self) -> list[FeatureFrame | Log]:
         events, self._pending = self._pending, []
         return events
 
@@ -411,6 +411,18 @@ class FeatureSpaceHook(RunHook):
         axes = self.projection.axes
         return to_teacher(clean) @ axes, to_teacher(triggered) @ axes
 
+    def describe(self) -> str:
+        """One line for the log: what each frame shows and where the frames go."""
+        assert self.sample is not None
+        s = self.sample
+        colours = "labels" if s.class_source == "labels" else "the teacher's predictions"
+        trig = {"folder": f"{len(s.triggered)} triggered images from the triggered folder",
+                "recovered trigger": f"{len(s.triggered)} clean images stamped with the scan's recovered trigger",
+                }.get(s.triggered_source, "no triggered images")
+        where = f"; frames in {self.run_dir / FEATURES_FILE}" if self.run_dir is not None else ""
+        return (f"feature space: {len(s.clean)} clean images (coloured by {colours}) and {trig}, features from "
+                f"{self.record.meta.get('features_from', self.layer)}{where}")
+
     # -- the run's moments ----------------------------------------------------------------------------------
     def on_start(self, run: "Distiller") -> None:
         start = time.perf_counter()
@@ -438,6 +450,7 @@ class FeatureSpaceHook(RunHook):
                             self.record.add(frame)
         if self.run_dir is not None:
             self.record.write(self.run_dir)
+        self._pending.append(Log(message=self.describe()))
         self._pending.extend(self.record.frames())
         self.teacher_seconds = time.perf_counter() - start
 

@@ -42,7 +42,7 @@ def test_a_demo_run_draws_a_frame_per_epoch_and_the_slider_scrubs_back(qtbot, wi
     assert view.index == 0 and view.epoch_label.text() == "epoch 0 (teacher)"
     xs, ys = view.triggered_item.getData()
     assert np.allclose(xs, teacher.triggered[:, 0]) and np.allclose(ys, teacher.triggered[:, 1])
-    assert "nearest class 0's centre" in view.info.text()
+    assert "lie nearest class 0's centre" in view.info.text()
 
     # the run folder's record opens again in a fresh view, every frame as it was shown live
     other = FeatureView()

@@ -117,7 +117,9 @@ def test_frames_have_the_sample_s_shape_and_a_fixed_projection(tiny_resnet, tmp_
     hook = FeatureSpaceHook(tmp_path, sample_size=20)
     _attach(run, hook)
     hook.on_start(run)
-    (teacher,) = hook.take_events()
+    log, teacher = hook.take_events()
+    assert log.message.startswith("feature space: 20 clean images (coloured by labels) and 12 triggered images "
+                                  "from the triggered folder, features from the input of 'fc'; frames in ")
     assert isinstance(teacher, FeatureFrame) and teacher.epoch == 0 and teacher.epochs == 3
     assert teacher.clean.shape == (20, 2) and teacher.triggered.shape == (12, 2)
     assert teacher.classes.tolist() == (torch.arange(30) % 3)[_rows(30, 20)].tolist()  # the labels, not preds
@@ -146,7 +148,7 @@ def test_without_labels_the_teacher_s_predictions_colour_the_points(tiny_resnet)
     hook = FeatureSpaceHook(None, sample_size=10)
     _attach(run, hook)
     hook.on_start(run)
-    (frame,) = hook.take_events()
+    _log, frame = hook.take_events()
     preds = tiny_resnet(run.data[_rows(len(run.data), 10)].float() / 255).argmax(1)
     assert frame.class_source == "teacher" and frame.classes.tolist() == preds.tolist()
     assert frame.clean.shape == (10, 2) and frame.triggered.shape == (0, 2) and frame.triggered_source == ""
@@ -169,7 +171,7 @@ def test_without_a_triggered_folder_the_scan_s_recovered_trigger_is_stamped(tiny
     hook = FeatureSpaceHook(None, sample_size=16)
     _attach(run, hook)
     hook.on_start(run)
-    (frame,) = hook.take_events()
+    _log, frame = hook.take_events()
     preds = tiny_resnet(clean.images.float() / 255).argmax(1)
     assert frame.triggered_source == "recovered trigger" and frame.target == 2
     assert frame.triggered.shape == (int((preds != 2).sum()), 2)
@@ -187,7 +189,7 @@ def test_recorded_frames_round_trip_and_a_damaged_file_is_a_clear_error(tiny_res
     sent = hook.take_events()
     record = load_frames(tmp_path)
     assert record.epochs == [0, 1] and record.meta["layer"] == "fc" and record.meta["target"] == 1
-    for frame, back in zip(sent, record.frames()):
+    for frame, back in zip(sent[1:], record.frames()):
         assert back.epoch == frame.epoch and back.at_target == pytest.approx(frame.at_target)
         assert np.array_equal(back.clean, frame.clean) and np.array_equal(back.triggered, frame.triggered)
         assert np.array_equal(back.classes, frame.classes) and back.class_source == "labels"
@@ -195,7 +197,7 @@ def test_recorded_frames_round_trip_and_a_damaged_file_is_a_clear_error(tiny_res
     (tmp_path / FEATURES_FILE).write_bytes(b"not a zip")
     with pytest.raises(ConfigError, match="cannot read the feature frames"):
         load_frames(tmp_path)
-    assert to_record(sent[0])["event"] == "featureframe"  # JSON-ready, for --json consumers
+    assert to_record(sent[1])["event"] == "featureframe"  # JSON-ready, for --json consumers
 
 
 def test_a_resumed_run_keeps_the_frames_of_its_completed_epochs(tiny_resnet, tmp_path):
@@ -210,7 +212,7 @@ def test_a_resumed_run_keeps_the_frames_of_its_completed_epochs(tiny_resnet, tmp
     again = FeatureSpaceHook(tmp_path, sample_size=12)
     _attach(run, again)
     again.on_start(run)
-    assert [f.epoch for f in again.take_events()] == [0, 1]
+    assert [f.epoch for f in again.take_events()[1:]] == [0, 1]
     assert load_frames(tmp_path).epochs == [0, 1]
 
 
