@@ -109,7 +109,7 @@ def test_every_config_field_comes_from_a_panel(qtbot, window, tmp_path):
     for panel in (w.model_panel, w.data_panel, w.reinit_panel, w.training_panel):
         fields.update(panel.config_fields())
     assert {k for k in fields} == {k for k in cfg.to_dict()} - {"momentum", "weight_decay", "crop_padding",
-                                                               "channels_last", "ema_decay"}
+                                                               "channels_last", "ema_decay", "feature_sample"}
 
 
 class StubbornJob:
