@@ -32,6 +32,7 @@ import contextlib
 import io
 import json
 import time
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -294,9 +295,10 @@ def load_frames(run_dir: str | Path) -> FeatureRecord | None:
             at = [None if np.isnan(v) else float(v) for v in data["at_target"]]
             classes = np.asarray(data["classes"], np.int64)
             meta = json.loads(str(data["meta"]))
-    except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         raise ConfigError(f"cannot read the feature frames in {path}: {exc}") from None
-    if not (len(clean) == len(triggered) == len(epochs) == len(at)) or clean.shape[1:] != (len(classes), 2):
+    if not (len(clean) == len(triggered) == len(epochs) == len(at)) or clean.shape[1:] != (len(classes), 2) \
+            or triggered.ndim != 3 or triggered.shape[2] != 2:
         raise ConfigError(f"the feature frames in {path} do not fit together (damaged file?)")
     return FeatureRecord(epochs=epochs, clean=list(clean), triggered=list(triggered), at_target=at,
                          classes=classes, meta=meta if isinstance(meta, dict) else {})

@@ -2,7 +2,8 @@
 
 The teacher (epoch 0) sends the triggered digits to class 0, and in its penultimate layer they sit nearest the
 class-0 centre; after a short cleansing run (the demo's strong preset, 10 epochs) they sit nearest other
-classes' centres, both in the model's own feature space (``at_target``) and in the drawn 2-D frame.
+classes' centres, both in the model's own feature space (``at_target``) and in the drawn 2-D frame, even
+while the student's ASR has not yet reached zero.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ def test_the_triggered_cluster_leaves_the_target_class_during_the_demo(tmp_path)
     print(f"teacher: ASR {summary.teacher.asr:.3f}, triggered nearest class 0: {first.at_target:.2f} (features), "
           f"{near0:.2f} (2-D), mean 2-D distance {dist0:.2f}; epoch 10: ASR {summary.cleansed.asr:.3f}, "
           f"{last.at_target:.2f}, {near1:.2f}, {dist1:.2f}")
+    # measured (one run, 2 CPU cores): 1.00 / 1.00 at the teacher, 0.04 / 0.01 after epoch 10 (ASR still 0.27);
+    # the 2-D distance grew too (6.8 -> 7.4), but by a margin too small to assert across seeds
     assert first.at_target >= 0.9 and near0 >= 0.9
-    assert last.at_target <= 0.1 and near1 <= 0.1
-    assert dist1 > dist0
+    assert last.at_target <= 0.2 and near1 <= 0.2

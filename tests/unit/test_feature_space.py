@@ -194,9 +194,11 @@ def test_recorded_frames_round_trip_and_a_damaged_file_is_a_clear_error(tiny_res
         assert np.array_equal(back.clean, frame.clean) and np.array_equal(back.triggered, frame.triggered)
         assert np.array_equal(back.classes, frame.classes) and back.class_source == "labels"
     assert load_frames(tmp_path / "nowhere") is None
-    (tmp_path / FEATURES_FILE).write_bytes(b"not a zip")
-    with pytest.raises(ConfigError, match="cannot read the feature frames"):
-        load_frames(tmp_path)
+    whole = (tmp_path / FEATURES_FILE).read_bytes()
+    for damaged in (b"not a zip", whole[: len(whole) // 2]):  # garbage, and a file cut short
+        (tmp_path / FEATURES_FILE).write_bytes(damaged)
+        with pytest.raises(ConfigError, match="cannot read the feature frames"):
+            load_frames(tmp_path)
     assert to_record(sent[1])["event"] == "featureframe"  # JSON-ready, for --json consumers
 
 
