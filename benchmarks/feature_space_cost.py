@@ -8,7 +8,7 @@ and the atomic rewrite of ``features.npz``), the wall time per epoch of each run
 frame (once, at the start) is printed separately. Also prints the CPU, threads and the load average, so a
 contended figure can be recognised.
 
-    python benchmarks/feature_space_cost.py [--epochs 10] [--sample 300] [--threads 2]
+    python benchmarks/feature_space_cost.py [--epochs 10] [--sample 200] [--threads 2]
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ except ImportError:  # run from a checkout without the package installed
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bcu_gui.core.events import EpochEnd, Failed
-from bcu_gui.core.feature_space import FeatureSpaceHook
+from bcu_gui.core.feature_space import DEFAULT_SAMPLE, FeatureSpaceHook
 from bcu_gui.core.job import CleanseJob
 from bcu_gui.demo.config import demo_config
 
@@ -59,7 +59,7 @@ def _run(epochs: int, hook: FeatureSpaceHook | None, out: Path) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--sample", type=int, default=300)
+    parser.add_argument("--sample", type=int, default=DEFAULT_SAMPLE)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
