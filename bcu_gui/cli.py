@@ -129,6 +129,11 @@ def _cleanse_args(p: argparse.ArgumentParser, demo: bool = False, sweep: bool = 
         p.add_argument("--nproc", type=int, default=None, metavar="N",
                        help="train as N processes with DistributedDataParallel (one per GPU, or gloo on the CPU), "
                             "started through torchrun; the batch size stays global (README: more than one GPU)")
+    p.add_argument("--feature-space", action="store_true", default=None,
+                   help="record where a fixed sample of clean and triggered images sits in the penultimate layer "
+                        "every epoch (features.npz, shown in the app's Feature space tab)")
+    p.add_argument("--feature-sample", type=int, metavar="N", default=None,
+                   help="clean (and triggered) images in each feature-space frame (default 200)")
     from .bigdata_args import add_bigdata_args
 
     add_bigdata_args(p)
@@ -315,7 +320,8 @@ def _config(args: argparse.Namespace):
                                    "lr": args.lr, "hard_labels": args.hard_labels,
                                    "cosine_period": args.cosine_period, "flip": args.flip,
                                    "temperature_start": args.temperature_start,
-                                   "temperature_rise": args.temperature_rise}.items() if v is not None}
+                                   "temperature_rise": args.temperature_rise, "feature_space": args.feature_space,
+                                   "feature_sample": args.feature_sample}.items() if v is not None}
     if args.temperature_end is not None:
         start = args.temperature_start if args.temperature_start is not None else 1.0
         if args.temperature_end < start:
@@ -357,7 +363,8 @@ def _config_of_run(args: argparse.Namespace):
         cfg = CleanseConfig.from_run(args.resume, out=args.resume)
         changed = [flag for flag, value in (("--preset", args.preset), ("--epochs", args.epochs),
                                             ("--batch-size", args.batch_size), ("--lr", args.lr),
-                                            ("--ratios", args.ratios)) if value is not None]
+                                            ("--ratios", args.ratios), ("--feature-space", args.feature_space),
+                                            ("--feature-sample", args.feature_sample)) if value is not None]
         if changed:
             raise ConfigError(f"a resumed run keeps its settings; {', '.join(changed)} cannot change them "
                               "(repeat it with --config RUN_DIR/config.json to change settings)")
@@ -366,7 +373,8 @@ def _config_of_run(args: argparse.Namespace):
     cfg = CleanseConfig.from_run(source if source.is_dir() else source.parent, out=args.out) \
         if source.is_dir() or source.name == "config.json" else CleanseConfig.from_file(source, args.out)
     for key, value in {"preset": args.preset, "epochs": args.epochs, "batch_size": args.batch_size,
-                       "lr": args.lr}.items():
+                       "lr": args.lr, "feature_space": args.feature_space,
+                       "feature_sample": args.feature_sample}.items():
         if value is not None:
             setattr(cfg, key, None if value == "auto" else value)  # --batch-size auto: chosen from the set
     if args.ratios:

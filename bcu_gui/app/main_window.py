@@ -103,6 +103,7 @@ class MainWindow(QMainWindow):
         self.view_tabs.setDocumentMode(True)
         self.view_tabs.addTab(self.plot_splitter, "Run")
         self.view_tabs.addTab(self.scan_view.widget, "Scan")
+        self.view_tabs.addTab(rv.feature_view, "Feature space")
         self.view_tabs.addTab(self.sweep_view.widget, "Sweep")
         self.view_tabs.addTab(self.compare_view, "Compare")
         top = QWidget()  # the banner of a watched run sits above the plots it fills

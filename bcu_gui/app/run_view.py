@@ -20,11 +20,12 @@ from PySide6.QtWidgets import QFileDialog, QStyle, QWidget
 
 from ..common import pct
 from ..core.eval_schedule import describe_scope
-from ..core.events import EpochEnd, Event, Failed, Finished, Log, Paused, Resumed, Started, Step
+from ..core.events import EpochEnd, Event, Failed, FeatureFrame, Finished, Log, Paused, Resumed, Started, Step
 from ..core.job import CleanseConfig, CleanseJob
 from ..core.models import LoadedModel
 from ..core.runs import MODEL_STEM, model_files, save_model
 from . import dialogs
+from .feature_view import FeatureView
 from .log_pane import LogPane
 from .panels.common import wait_cursor
 from .panels.run_panel import RunPanel, SummaryBox
@@ -107,6 +108,7 @@ class RunView(QObject):
 
         self.loss_plot = LossPlot()
         self.epochs_plot = EpochsPlot()
+        self.feature_view = FeatureView()  # its own tab beside the curves; fed by FeatureFrame events
         self.summary = SummaryBox()
         self.run_panel = RunPanel(self.start_action, self.pause_action, self.stop_action, self.save_action)
         self.run_panel.run_again_clicked.connect(self.run_again_requested)
@@ -167,6 +169,7 @@ class RunView(QObject):
             self.epochs_plot.clear_reference()
             self.summary.clear_history()
         self.loss_plot.reset()
+        self.feature_view.reset()
         self.epochs_plot.start_run(cfg.epochs, None, None)
         self.log_pane.append_message(f"starting: preset {preset_label}, {cfg.epochs} epochs, batch "
                                      f"{cfg.batch_size or 'auto'}, keep {cfg.keep}, lr {cfg.lr:g}, device {cfg.device}; run folder {cfg.out}")
@@ -275,6 +278,8 @@ class RunView(QObject):
                 f"ASR {pct(event.asr)}, agreement {pct(event.agreement)}"
                 + (f", proxy ASR {pct(proxy)}" if "proxy_asr" in event.extra else "") + f" ({event.seconds:.1f} s)"
                 + (f" [{note}]" if note else ""))
+        elif isinstance(event, FeatureFrame):
+            self.feature_view.add_frame(event)
         elif isinstance(event, Log):
             self.log_pane.append_message(event.message, event.level)
         elif isinstance(event, Started):

@@ -7,6 +7,9 @@
 
 ``--scan`` takes scan.png (the scan view on the demo model) and run-proxy.png (a demo run that scans before
 and after: the proxy-ASR curve beside the real ASR, both verdicts in the result box) instead.
+``--features`` runs the demo and takes its Feature space tab at the first frame (the teacher, epoch 0) and at
+the last: features-first.png and features-last.png; ``--features-from RUN_DIR`` takes the same two shots of
+a finished run's recorded frames (its ``features.npz``), reopened in the tab, without training again.
 
 Uses private settings and a temporary run folder, so it leaves nothing in the user's configuration or run
 library. The PNGs are palette-reduced to keep the repository small.
@@ -40,6 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--size", default="1280x800", help="window size, WxH")
     parser.add_argument("--prefix", default="", help="prefix of the file names (e.g. the size)")
     parser.add_argument("--scan", action="store_true", help="scan.png and run-proxy.png instead")
+    parser.add_argument("--features", action="store_true", help="features-first.png and features-last.png instead")
+    parser.add_argument("--features-from", metavar="RUN_DIR", help="the same, from a run folder's recorded frames")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -119,6 +124,48 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.epochs:
             window.training_panel.epochs_spin.setValue(args.epochs)
         QTimer.singleShot(500, scan_first)
+        app.exec()
+        window.close()
+        return state["code"]
+
+    if args.features or args.features_from:
+        def frames_done(_event) -> None:
+            window.view_tabs.setCurrentWidget(rv.feature_view)
+            QTimer.singleShot(300, first)
+
+        def first() -> None:
+            rv.feature_view.slider.setValue(0)
+            QTimer.singleShot(300, lambda: (_save(window, shot("features-first")), last()))
+
+        def last() -> None:
+            rv.feature_view.slider.setValue(rv.feature_view.slider.maximum())
+            QTimer.singleShot(300, lambda: (_save(window, shot("features-last")), state.update(code=0),
+                                            app.exit(0)))
+
+        rv.run_finished.connect(frames_done)
+        rv.run_failed.connect(on_failed)
+        if not window.open_demo():
+            return 1
+        if args.features_from:
+            if not rv.feature_view.load_run(args.features_from):
+                print(rv.feature_view.info.text(), file=sys.stderr)
+                return 1
+            QTimer.singleShot(800, lambda: frames_done(None))
+            app.exec()
+            window.close()
+            return state["code"]
+        window.training_panel.output.set_path(runs)
+        window.training_panel.features_check.setChecked(True)
+        if args.epochs:
+            window.training_panel.epochs_spin.setValue(args.epochs)
+        QTimer.singleShot(500, lambda: before_features())
+
+        def before_features() -> None:
+            if window.data_panel.is_checking() or window.missing_inputs():
+                QTimer.singleShot(100, before_features)
+                return
+            start()
+
         app.exec()
         window.close()
         return state["code"]

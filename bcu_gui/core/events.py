@@ -7,7 +7,7 @@ one ``isinstance`` chain (the console reporter, the app's run view) and ignores 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Literal, Union
+from typing import Any, Literal, Union
 
 from .summary import RunSummary
 
@@ -69,6 +69,29 @@ class EpochEnd:
     eval_triggered: int = 0  # triggered images ASR was measured on this epoch (0: none)
 
 
+@dataclass(frozen=True, eq=False)  # identity equality: the points are NumPy arrays
+class FeatureFrame:
+    """Where a fixed sample of images sits in the penultimate layer, in 2-D (feature_space.py).
+
+    ``epoch`` 0 is the teacher; every later frame is the student after that (1-based) epoch, drawn with the
+    projection fitted on the teacher, so frames are comparable. ``clean`` ``[N, 2]`` and ``triggered``
+    ``[M, 2]`` are float32 arrays; ``classes`` ``[N]`` colours the clean points (labels, or the teacher's
+    predictions when ``class_source`` is "teacher"). ``at_target``: share of triggered images whose nearest
+    clean-class centroid is the target (None without a target or triggered images).
+    """
+
+    epoch: int
+    epochs: int
+    clean: Any
+    classes: Any
+    triggered: Any
+    class_source: str  # "labels" | "teacher"
+    triggered_source: str  # "folder" | "recovered trigger" | "" (no triggered images)
+    target: int | None
+    at_target: float | None
+    class_names: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True)
 class Paused:
     """The job has stopped between two batches and waits for ``resume`` (or ``cancel``)."""
@@ -113,13 +136,16 @@ class Failed:
     detail: str = ""
 
 
-Event = Union[Started, Step, EpochEnd, Paused, Resumed, Log, Finished, Failed]
+Event = Union[Started, Step, EpochEnd, FeatureFrame, Paused, Resumed, Log, Finished, Failed]
 
 
 def to_record(event: Event) -> dict:
     """A JSON-ready dict with the event's type name, for ``--json`` output and logs."""
     if isinstance(event, Finished):
         return {"event": "finished", "summary": event.summary.to_dict()}
+    if isinstance(event, FeatureFrame):
+        record = {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in vars(event).items()}
+        return {"event": "featureframe", **record}
     record = asdict(event)
     if isinstance(event, Step):
         record["losses"] = list(event.losses)

@@ -93,6 +93,8 @@ class CleanseConfig:
     cache_dir: str | None = None  # where a set over the budget is cached decoded; None: the user cache dir
     eval_every: int | None = None  # measure every k epochs; None: chosen from the set sizes
     eval_subset: int | str = "auto"  # images per set measured between epochs: a number, 'auto' or 'all'
+    feature_space: bool = False  # record 2-D penultimate-feature frames every epoch (feature_space.py)
+    feature_sample: int = 200  # clean (and triggered) images per frame
 
     def validate(self) -> None:
         """Reject settings that cannot work, before any file is read."""
@@ -118,6 +120,7 @@ class CleanseConfig:
             (self.memory_budget is None or (isinstance(self.memory_budget, int) and self.memory_budget > 0),
              f"the memory budget must be a positive number of bytes, got {self.memory_budget!r}"),
             (self.eval_every is None or self.eval_every >= 1, f"--eval-every must be at least 1, got {self.eval_every}"),
+            (self.feature_sample >= 3, f"the feature-space sample needs at least 3 images, got {self.feature_sample}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -393,6 +396,10 @@ class CleanseJob:
                report: ReinitReport, plan, run: RunFolder, continuing: bool = False) -> Iterator[Event]:
         cfg = self.config
         d = self._distiller(model, student, images, sets, plan)
+        if cfg.feature_space and self._writes:  # last: it may stamp the trigger a scan hook before it recovers
+            from .feature_space import FeatureSpaceHook
+
+            d.add_hook(FeatureSpaceHook(run.path, cfg.feature_sample, cfg.seed))
         assert self.eval_plan is not None
         yield Log(message=self.eval_plan.reason)
         point = self._decide(lambda: resume_points.read_point(run.path) if continuing and (
@@ -414,6 +421,7 @@ class CleanseJob:
         throttle = StepThrottle(self._step_rate)
         clock = _TrainingClock(state)
         d.start()
+        yield from d.hook_events()
         while state.epoch < state.epochs:  # a restored state starts at its own epoch
             d.begin_epoch()
             epoch_start = clock.seconds()
@@ -455,6 +463,7 @@ class CleanseJob:
                 if self._heartbeat is not None:
                     self._heartbeat.epoch_done(record.epoch, record.seconds)
                 yield record
+                yield from d.hook_events()
                 continue
             break  # cancelled inside the epoch
         bad = yield from _flush(d, throttle)

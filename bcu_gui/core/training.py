@@ -130,6 +130,10 @@ class RunHook:
         """Files this hook leaves in the run folder once the model is saved (e.g. a recovered trigger's PNGs)."""
         return []
 
+    def take_events(self) -> list[Any]:
+        """Events this hook made since last asked (e.g. feature-space frames); the job yields them."""
+        return []
+
 
 class EvaluationHook(RunHook):
     """ACC, ASR and agreement with the teacher, every epoch."""
@@ -330,6 +334,16 @@ class Distiller:
     def start(self) -> None:
         for hook in self.hooks:
             hook.on_start(self)
+
+    def add_hook(self, hook: RunHook) -> None:
+        """Attach a hook after construction (one the job builds itself, knowing the run folder), before start."""
+        self.hooks.append(hook)
+        if type(hook).on_step_end is not RunHook.on_step_end:
+            self._step_hooks.append(hook)
+
+    def hook_events(self) -> list[Any]:
+        """The events the hooks made since last asked, in hook order."""
+        return [event for hook in self.hooks for event in hook.take_events()]
 
     def begin_epoch(self) -> None:
         """Draw this epoch's order (the generator advances once per epoch, so a resume can replay it)."""

@@ -110,7 +110,7 @@ def test_every_config_field_comes_from_a_panel(qtbot, window, tmp_path):
         fields.update(panel.config_fields())
     automatic = {"memory_budget", "cache_dir", "eval_every", "eval_subset"}  # chosen from set sizes; CLI options
     assert {k for k in fields} == {k for k in cfg.to_dict()} - {"momentum", "weight_decay", "crop_padding",
-                                                               "channels_last", "ema_decay"} - automatic
+                                                               "channels_last", "ema_decay", "feature_sample"} - automatic
 
 
 class StubbornJob:
