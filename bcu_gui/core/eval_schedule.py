@@ -173,6 +173,11 @@ class ScheduledEvaluator:
         self.scope = "full"
         self.counts = self._counts("full")
 
+    @property
+    def sets(self) -> EvalSets:
+        """The full evaluation sets (hooks that sample them, e.g. the feature space, read these)."""
+        return self.full.sets
+
     def _counts(self, scope: str) -> tuple[int, int]:
         if scope == "none":
             return 0, 0
