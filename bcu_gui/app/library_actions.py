@@ -34,6 +34,7 @@ def open_run(window, path: str | Path) -> bool:
                 summary.teacher.acc if summary else record.teacher_acc,
                 summary.teacher.asr if summary else record.teacher_asr, teacher_proxy)
     rv = window.run_view
+    rv.feature_view.load_run(record.path)  # its feature-space frames, when it recorded them
     rv.summary.clear_history()
     if summary is not None and record.status in ("finished", "stopped"):
         rv.summary.show_finished(summary, summary.preset)

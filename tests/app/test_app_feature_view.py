@@ -51,6 +51,11 @@ def test_a_demo_run_draws_a_frame_per_epoch_and_the_slider_scrubs_back(qtbot, wi
     assert [f.epoch for f in other.frames] == [0, 1, 2] and other.index == 2
     assert np.array_equal(other.frames[1].clean, view.frames[1].clean)
 
+    # reopening the run from the library (window.open_run) shows its frames in the window's own view
+    view.reset()
+    assert w.open_run(run_dir)
+    assert [f.epoch for f in view.frames] == [0, 1, 2]
+
 
 def test_a_scrubbed_view_stays_put_while_new_frames_arrive_and_a_folder_without_frames_says_so(qtbot, tmp_path):
     view = FeatureView()
