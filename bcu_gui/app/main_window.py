@@ -221,6 +221,11 @@ class MainWindow(QMainWindow):
         self.library_dock.setWidget(self.library_panel)
         self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.library_dock)
         self.resizeDocks([self.library_dock], [190], Qt.Orientation.Vertical)
+        # on a short screen the dock would squeeze the plots to a strip: it starts closed there (View › Run
+        # library, Ctrl+L opens it, and the window remembers the choice)
+        screen = self.screen()
+        if screen is not None and screen.availableGeometry().height() < 1000:
+            self.library_dock.hide()
 
     @property
     def run_panel(self):
