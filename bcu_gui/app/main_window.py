@@ -120,6 +120,10 @@ class MainWindow(QMainWindow):
         self.right_splitter.setStretchFactor(1, 0)
         self.right_splitter.setStretchFactor(2, 2)
         self.right_splitter.setSizes([430, 130, 170])
+        # the result box is what a run ends on: when the plots' legends grow (proxy ASR, teacher lines) the
+        # splitter must shrink the plots, never squeeze the result (or the log) away to nothing
+        self.right_splitter.setCollapsible(1, False)
+        self.right_splitter.setCollapsible(2, False)
 
         self.welcome = self._welcome_page()
         self.right_stack = QStackedWidget()
