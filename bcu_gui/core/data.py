@@ -491,15 +491,10 @@ def _relative_name(path: Path, root: Path) -> str:
 # ------------------------------------------------------------------------------------------------- loaders
 
 
-def load_unlabeled(
-    folder: str | Path, size: int, limit: int | None = None, progress: ProgressFn | None = None
-) -> ImageSet:
-    """All images under ``folder`` (recursively; any sub-folders are ignored as labels), ``size x size``.
-
-    This is the clean, unlabelled set BCU distils on. ``limit`` keeps the first ``limit`` files in sorted
-    order, so a smaller budget is a reproducible prefix of a larger one. ``progress(done, total)`` is
-    called about every 64 files and once at the end.
-    """
+def unlabeled_files(folder: str | Path, size: int, limit: int | None = None
+                    ) -> tuple[int, Path, list[Path], list[Path]]:
+    """The checked size, root, files to read (sorted, the first ``limit``) and links left outside, of an
+    unlabelled folder; one rule for the in-memory loader and the disk cache (image_cache.py)."""
     size = _check_size(size)
     if limit is not None and limit <= 0:
         raise ValueError(f"limit must be positive or None, got {limit!r}")
@@ -509,6 +504,19 @@ def load_unlabeled(
         raise _no_images_error(root, outside)
     if limit is not None:
         files = files[:limit]
+    return size, root, files, outside
+
+
+def load_unlabeled(
+    folder: str | Path, size: int, limit: int | None = None, progress: ProgressFn | None = None
+) -> ImageSet:
+    """All images under ``folder`` (recursively; any sub-folders are ignored as labels), ``size x size``.
+
+    This is the clean, unlabelled set BCU distils on. ``limit`` keeps the first ``limit`` files in sorted
+    order, so a smaller budget is a reproducible prefix of a larger one. ``progress(done, total)`` is
+    called about every 64 files and once at the end.
+    """
+    size, root, files, outside = unlabeled_files(folder, size, limit)
     images, kept, skipped = _load_files(root, files, size, progress)
     return ImageSet(images, None, None, [files[i] for i in kept], skipped + _outside(outside), root)
 

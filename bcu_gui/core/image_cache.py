@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from . import atomic
-from .data import ImageSet, ProgressFn, _check_size, _decode_in_order, _no_images_error, _outside, scan_folder
+from .data import ImageSet, ProgressFn, _decode_in_order, _outside, unlabeled_files
 from .errors import DataError
 from .memory_budget import format_bytes
 
@@ -76,15 +76,7 @@ def load_unlabeled_cached(folder: str | Path, size: int, limit: int | None = Non
     Same files, same order, same pixels as the in-memory loader. Raises DataError for an empty or unreadable
     folder (as the in-memory loader does) and when the cache cannot fit on its disk.
     """
-    size = _check_size(size)
-    if limit is not None and limit <= 0:
-        raise ValueError(f"limit must be positive or None, got {limit!r}")
-    files, outside = scan_folder(folder)
-    root = Path(folder).expanduser()
-    if not files:
-        raise _no_images_error(root, outside)
-    if limit is not None:
-        files = files[:limit]
+    size, root, files, outside = unlabeled_files(folder, size, limit)
     where = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     key = cache_key(root, files, size)
     data_path, record_path = where / f"{key}.u8", where / f"{key}.json"
