@@ -18,7 +18,6 @@ from PySide6.QtWidgets import (QDockWidget, QFileDialog, QLabel, QMainWindow, QM
                                QSplitter, QStackedWidget, QHBoxLayout, QTabWidget, QVBoxLayout, QWidget)
 
 from .. import __version__
-from ..core.bundled import describe_bundled
 from ..core.errors import BcuError
 from ..core.job import CleanseConfig
 from ..core.models import LoadedModel
@@ -295,6 +294,9 @@ class MainWindow(QMainWindow):
 
     def _connect(self) -> None:
         self.model_panel.model_changed.connect(self._on_model_changed)
+        self.data_panel.bundled_note.connect(
+            lambda line: self.log_pane.append_message(line, "warning" if "not used" in line or "not read" in line
+                                                      else "info"))
         for signal in (self.data_panel.changed, self.reinit_panel.changed, self.training_panel.changed):
             signal.connect(self._update_state)
         self.welcome_demo_button.clicked.connect(lambda: self.open_demo())
@@ -416,7 +418,7 @@ class MainWindow(QMainWindow):
             self._set_demo(False)  # another checkpoint: the demo's settings no longer apply
         self.reinit_panel.set_model(model.module)
         self.data_panel.set_model(model.input_size, model.num_classes)
-        self.data_panel.set_bundled(describe_bundled(model.raw))
+        self.data_panel.check_bundled(model.raw, model.input_size)  # off the GUI thread; answers in the panel
         self.right_stack.setCurrentWidget(self.right_splitter)
         self._fit_left_column()
         self.setWindowTitle(f"BCU Studio — {model.path.name}")
