@@ -16,6 +16,7 @@ from typing import Sequence
 
 from .common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, OneLineParser, pct
 from .core.atomic import dumps
+from .core.printable import printable
 from .core.errors import BcuError, ConfigError
 from .core.events import Failed, Finished
 from .core.groups import PRESET_NAMES, parse_ratios
@@ -202,7 +203,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
             return _launch(args, list(sys.argv[1:] if argv is None else argv))
         return _cleanse(args)
     except BcuError as exc:
-        print(f"bcu: error: {exc}", file=sys.stderr)
+        print(f"bcu: error: {printable(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("bcu: interrupted", file=sys.stderr)
@@ -214,7 +215,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         raise
     except Exception as exc:  # inspect/evaluate: never a traceback, whatever a hostile file does
-        print(f"bcu: error: {_failure_line(exc)}", file=sys.stderr)
+        print(f"bcu: error: {printable(_failure_line(exc))}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
 
@@ -286,12 +287,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     model = _load(args)
     sets, bundled_note = resolve_eval_sets(args.eval_clean, args.eval_poisoned, args.target_class, model)
     if bundled_note:
-        print(f"bcu: {bundled_note}", file=sys.stderr)
+        print(f"bcu: {printable(bundled_note)}", file=sys.stderr)
     if sets.clean is None and sets.triggered is None:
         raise ConfigError("give --eval-clean DIR (for ACC) and/or --eval-poisoned DIR --target-class K (for ASR)")
     for s in (sets.clean, sets.triggered):
         if s is not None and s.skipped_summary():
-            print(f"bcu: warning: {s.skipped_summary()}", file=sys.stderr)
+            print(f"bcu: warning: {printable(s.skipped_summary())}", file=sys.stderr)
     plan = plan_compute(args.device)
     result = Evaluator(sets, model.normalization, plan).measure(model.module.to(plan.device))
     result = {"acc": result["acc"], "asr": result["asr"],
