@@ -21,6 +21,7 @@ from .. import __version__
 from ..core.errors import BcuError
 from ..core.job import CleanseConfig
 from ..core.models import LoadedModel
+from ..core.printable import elide, printable
 from . import dialogs
 from .compare_view import CompareView
 from .library_view import LibraryPanel
@@ -29,6 +30,7 @@ from .panels.data_panel import DataPanel
 from .panels.model_panel import ModelPanel
 from .panels.reinit_panel import ReinitPanel
 from .panels.training_panel import TrainingPanel
+from .plain import NAME_LIMIT
 from .report_export import ReportExporter
 from .run_view import RunView
 from .scan_view import ScanView
@@ -421,11 +423,12 @@ class MainWindow(QMainWindow):
         self.data_panel.check_bundled(model.raw, model.input_size)  # off the GUI thread; answers in the panel
         self.right_stack.setCurrentWidget(self.right_splitter)
         self._fit_left_column()
-        self.setWindowTitle(f"BCU Studio — {model.path.name}")
+        name = elide(printable(model.path.name), NAME_LIMIT)  # anyone's text: no controls, no 12,000 px title
+        self.setWindowTitle(f"BCU Studio — {name}")
         self.log_pane.append_message(f"model: {model.describe()}")
         for note in model.notes:
             self.log_pane.append_message(f"  {note}")
-        self.statusBar().showMessage(f"Loaded {model.path.name}: {model.arch_name}, {model.num_classes} classes.")
+        self.statusBar().showMessage(f"Loaded {name}: {model.arch_name}, {model.num_classes} classes.")
         self._update_state()
 
     # ----------------------------------------------------------------------------------------- validity

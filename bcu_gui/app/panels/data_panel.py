@@ -21,6 +21,7 @@ from ...core.bundled import BundledInfo, inspect_bundled
 from ...core.data import load_labeled, load_thumbnails, load_triggered, load_unlabeled, scan_images
 from ...core.errors import BcuError
 from .. import dialogs
+from ..plain import plain, tip
 from ..settings import AppSettings
 from ..worker import BackgroundTask, run_task
 from .common import FolderField
@@ -116,7 +117,7 @@ class DataPanel(QGroupBox):
         self.bundled_label.setVisible(False)
         self._bundled: str | None = None
 
-        self.curves_label = QLabel()
+        self.curves_label = plain(QLabel())
         self.curves_label.setWordWrap(True)
 
         form = QFormLayout()
@@ -143,7 +144,7 @@ class DataPanel(QGroupBox):
 
     @staticmethod
     def _status_label() -> QLabel:
-        label = QLabel()
+        label = plain(QLabel())  # says what a folder holds: file names, errors naming them
         label.setWordWrap(True)
         label.setVisible(False)
         return label
@@ -443,7 +444,7 @@ class DataPanel(QGroupBox):
                 low = (role == "unlabeled" and (s.usable or 0) < MIN_UNLABELED)
                 label.setText(f"{'⚠ ' if low else '✓ '}{s.usable:,} usable images{skipped}{extra}")
                 label.setStyleSheet("color: #b00020;" if low else "color: #1b5e20;")
-            label.setToolTip(s.detail if s.skipped else "")
+            label.setToolTip(tip(s.detail) if s.skipped else "")  # names the skipped files
         ood = self.is_demo_ood()
         self.demo_box.setVisible(ood is not None)
         if ood is not None:
