@@ -262,17 +262,19 @@ def _inspect(args: argparse.Namespace) -> int:
         }, indent=2))
         return EXIT_OK
     width = f", width {model.width}" if model.width else ""
-    print(f"checkpoint     {model.path} ({model.source_format})")
+    print(f"checkpoint     {printable(model.path)} ({model.source_format})")
     print(f"architecture   {model.arch.title if model.arch else model.arch_name}{width}")
     print(f"classes        {model.num_classes}")
-    print(f"input          {model.input_size}x{model.input_size}, normalisation {model.normalization.describe()}")
+    print(f"input          {model.input_size}x{model.input_size}, "
+          f"normalisation {printable(model.normalization.describe())}")
     print(f"parameters     {model.parameter_count:,}")
     for note in model.notes:
-        print(f"note           {note}")
+        print(f"note           {printable(note)}")  # notes quote the file's metadata
     print(f"\nlayer groups (ratios of preset '{args.preset}'):")
     print(f"  {'group':24s} {'weights':>12s} {'ratio':>7s} {'re-initialised':>15s}")
     for g in groups:
-        print(f"  {g.name:24s} {g.weight_count:12,d} {ratios[g.name]:7.3f} {g.reinit_estimate(ratios[g.name]):15,d}")
+        print(f"  {printable(g.name):24s} {g.weight_count:12,d} {ratios[g.name]:7.3f} "
+              f"{g.reinit_estimate(ratios[g.name]):15,d}")
     total = sum(g.weight_count for g in groups)
     chosen = sum(g.reinit_estimate(ratios[g.name]) for g in groups)
     print(f"  {'total':24s} {total:12,d} {chosen / max(1, total):7.3f} {chosen:15,d}")
@@ -456,7 +458,7 @@ def _cleanse_in(args: argparse.Namespace, cfg, ctx, reporter) -> int:
         for event in job.events():
             reporter.handle(event)
             if isinstance(event, Failed):
-                print(f"{who}: error: {event.message}", file=sys.stderr)
+                print(f"{who}: error: {printable(event.message)}", file=sys.stderr)
                 return EXIT_BAD_INPUT if event.kind == "input" else EXIT_FAILED
             if isinstance(event, Finished):
                 if hooks and not args.json:
@@ -466,7 +468,7 @@ def _cleanse_in(args: argparse.Namespace, cfg, ctx, reporter) -> int:
                 if event.cancelled:
                     if ctx is None or ctx.is_main:
                         again = f" --nproc {ctx.world_size}" if ctx is not None else ""
-                        print(f"bcu: stopped; continue with `bcu cleanse --resume {event.run_dir}{again}`",
+                        print(f"bcu: stopped; continue with `bcu cleanse --resume {printable(event.run_dir)}{again}`",
                               file=sys.stderr)
                     return 128 + stopped_by[0] if stopped_by else EXIT_INTERRUPTED
                 return EXIT_OK

@@ -102,7 +102,8 @@ def run(args: argparse.Namespace, load: Callable[[argparse.Namespace], object]) 
         print(format_table(result))
         print(result.verdict_line())
         if out is not None and result.candidate is None:
-            print(f"no class reached the target flip rate, so there is no trigger to save; wrote {printable(written[0])}")
+            print("no class reached the target flip rate, so there is no trigger to save; "
+                  f"wrote {printable(written[0])}")
         elif written:
             print(f"recovered trigger (class {result.candidate.target}) written to {printable(out)}: "
                   f"{', '.join(p.name for p in written)}")

@@ -1,9 +1,9 @@
 """`bcu watch RUN_DIR`: follow, in a terminal, a run that another process is writing.
 
 For a run on a server or under torchrun, seen from a shell on the same shared folder: one line per new epoch,
-then how it ended. Everything printed that the run folder supplied (``failed.json``'s message, ``running.json``'s
-host, a row's fields) has its control characters escaped (core/printable.py). Exit status: 0 finished, 1 failed or died, 3 stopped (resumable), 130 interrupted (the run
-itself goes on: watching never touches it).
+then how it ended. Exit status: 0 finished, 1 failed or died, 3 stopped (resumable), 130 interrupted (the run
+itself goes on: watching never touches it). Everything printed that the run folder supplied (``failed.json``'s
+message, ``running.json``'s host, a row's fields) has its control characters escaped (core/printable.py).
 """
 
 from __future__ import annotations

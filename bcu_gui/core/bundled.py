@@ -51,7 +51,7 @@ class BundledEval:
     clean: ImageSet | None
     target: int | None
     description: str  # one line for the log and the data panel
-    refused: bool = False  # the file holds test data that was not read (too large, or hostile): ``description`` says why
+    refused: bool = False  # test data in the file was not read (too large, or hostile); ``description`` says why
 
     def as_eval_sets(self) -> EvalSets:
         return EvalSets(self.clean, self.triggered if self.target is not None else None, self.target)
