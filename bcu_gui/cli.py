@@ -16,6 +16,7 @@ from typing import Sequence
 
 from .common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, OneLineParser, pct
 from .core.atomic import dumps
+from .core.printable import printable
 from .core.errors import BcuError, ConfigError
 from .core.events import Failed, Finished
 from .core.groups import PRESET_NAMES, parse_ratios
@@ -202,7 +203,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
             return _launch(args, list(sys.argv[1:] if argv is None else argv))
         return _cleanse(args)
     except BcuError as exc:
-        print(f"bcu: error: {exc}", file=sys.stderr)
+        print(f"bcu: error: {printable(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("bcu: interrupted", file=sys.stderr)
@@ -214,7 +215,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         raise
     except Exception as exc:  # inspect/evaluate: never a traceback, whatever a hostile file does
-        print(f"bcu: error: {_failure_line(exc)}", file=sys.stderr)
+        print(f"bcu: error: {printable(_failure_line(exc))}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
 
@@ -261,17 +262,19 @@ def _inspect(args: argparse.Namespace) -> int:
         }, indent=2))
         return EXIT_OK
     width = f", width {model.width}" if model.width else ""
-    print(f"checkpoint     {model.path} ({model.source_format})")
+    print(f"checkpoint     {printable(model.path)} ({model.source_format})")
     print(f"architecture   {model.arch.title if model.arch else model.arch_name}{width}")
     print(f"classes        {model.num_classes}")
-    print(f"input          {model.input_size}x{model.input_size}, normalisation {model.normalization.describe()}")
+    print(f"input          {model.input_size}x{model.input_size}, "
+          f"normalisation {printable(model.normalization.describe())}")
     print(f"parameters     {model.parameter_count:,}")
     for note in model.notes:
-        print(f"note           {note}")
+        print(f"note           {printable(note)}")  # notes quote the file's metadata
     print(f"\nlayer groups (ratios of preset '{args.preset}'):")
     print(f"  {'group':24s} {'weights':>12s} {'ratio':>7s} {'re-initialised':>15s}")
     for g in groups:
-        print(f"  {g.name:24s} {g.weight_count:12,d} {ratios[g.name]:7.3f} {g.reinit_estimate(ratios[g.name]):15,d}")
+        print(f"  {printable(g.name):24s} {g.weight_count:12,d} {ratios[g.name]:7.3f} "
+              f"{g.reinit_estimate(ratios[g.name]):15,d}")
     total = sum(g.weight_count for g in groups)
     chosen = sum(g.reinit_estimate(ratios[g.name]) for g in groups)
     print(f"  {'total':24s} {total:12,d} {chosen / max(1, total):7.3f} {chosen:15,d}")
@@ -286,12 +289,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     model = _load(args)
     sets, bundled_note = resolve_eval_sets(args.eval_clean, args.eval_poisoned, args.target_class, model)
     if bundled_note:
-        print(f"bcu: {bundled_note}", file=sys.stderr)
+        print(f"bcu: {printable(bundled_note)}", file=sys.stderr)
     if sets.clean is None and sets.triggered is None:
         raise ConfigError("give --eval-clean DIR (for ACC) and/or --eval-poisoned DIR --target-class K (for ASR)")
     for s in (sets.clean, sets.triggered):
         if s is not None and s.skipped_summary():
-            print(f"bcu: warning: {s.skipped_summary()}", file=sys.stderr)
+            print(f"bcu: warning: {printable(s.skipped_summary())}", file=sys.stderr)
     plan = plan_compute(args.device)
     result = Evaluator(sets, model.normalization, plan).measure(model.module.to(plan.device))
     result = {"acc": result["acc"], "asr": result["asr"],
@@ -455,7 +458,7 @@ def _cleanse_in(args: argparse.Namespace, cfg, ctx, reporter) -> int:
         for event in job.events():
             reporter.handle(event)
             if isinstance(event, Failed):
-                print(f"{who}: error: {event.message}", file=sys.stderr)
+                print(f"{who}: error: {printable(event.message)}", file=sys.stderr)
                 return EXIT_BAD_INPUT if event.kind == "input" else EXIT_FAILED
             if isinstance(event, Finished):
                 if hooks and not args.json:
@@ -465,7 +468,7 @@ def _cleanse_in(args: argparse.Namespace, cfg, ctx, reporter) -> int:
                 if event.cancelled:
                     if ctx is None or ctx.is_main:
                         again = f" --nproc {ctx.world_size}" if ctx is not None else ""
-                        print(f"bcu: stopped; continue with `bcu cleanse --resume {event.run_dir}{again}`",
+                        print(f"bcu: stopped; continue with `bcu cleanse --resume {printable(event.run_dir)}{again}`",
                               file=sys.stderr)
                     return 128 + stopped_by[0] if stopped_by else EXIT_INTERRUPTED
                 return EXIT_OK

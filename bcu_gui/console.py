@@ -6,6 +6,7 @@ import sys
 
 from .common import pct as _pct
 from .core.atomic import dumps
+from .core.printable import printable
 from .core.eval_schedule import describe_scope
 from .core.events import EpochEnd, Event, Failed, Finished, Log, Paused, Resumed, Started, Step, to_record
 
@@ -52,7 +53,8 @@ def eval_note(event: EpochEnd) -> str:
 
 
 def _log_line(event: Log) -> str:
-    return ("warning: " if event.level == "warning" else "") + event.message
+    """A log event as one line: its message names files and folders, so control characters are escaped."""
+    return ("warning: " if event.level == "warning" else "") + printable(event.message)
 
 
 class ConsoleReporter:
@@ -96,8 +98,8 @@ class ConsoleReporter:
             if s.ema is not None and s.kept != "ema":
                 print(f"EMA       ACC {pct(s.ema.acc)}  ASR {pct(s.ema.asr)}  (saved as ema.pt beside the model)")
             if s.kept_reason:
-                print(f"kept      {s.kept}: {s.kept_reason}")
-            print(f"saved     {s.run_dir}")
+                print(f"kept      {s.kept}: {printable(s.kept_reason)}")
+            print(f"saved     {printable(s.run_dir)}")
         elif isinstance(event, Failed):
             self.close()
 

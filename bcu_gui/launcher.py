@@ -5,7 +5,8 @@ bcu_gui.cli <the same arguments, minus --nproc>`` command, starts it in a sessio
 the terminal reaches torchrun once, through us, and not twice), forwards SIGINT / SIGTERM / SIGHUP to it (torchrun
 forwards them to every worker, and each stops at the same step; core/distributed.py), and returns its exit
 code, or 128 + the signal's number when a signal stopped it, as a one-process ``bcu cleanse`` does.
-The app starts a multi-GPU run with the same command (``torchrun_command``).
+The app starts a multi-GPU run with the same command (``torchrun_command``). Every socket the run listens on is
+bound to 127.0.0.1 (``loopback.py``): torchrun's stores take anyone's keys, and one machine needs no one else.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Mapping, Sequence
+
+from .loopback import LOOPBACK, bind_agent_stores_to_loopback, loopback_interface
 
 NPROC = "--nproc"
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
@@ -41,8 +44,8 @@ def torchrun_command(argv: Sequence[str], nproc: int, python: str | None = None)
     It is torch's own launcher (``torch.distributed.run``), entered through :func:`torchrun_main` below so that
     its way of ending (a traceback when stopped by a signal) becomes an exit code and one line.
     """
-    return [python or sys.executable, "-m", "bcu_gui.launcher", "--standalone", f"--nproc-per-node={nproc}",
-            "-m", "bcu_gui.cli", *argv]
+    return [python or sys.executable, "-m", "bcu_gui.launcher", "--standalone", f"--local-addr={LOOPBACK}",
+            f"--nproc-per-node={nproc}", "-m", "bcu_gui.cli", *argv]
 
 
 def torchrun_main(argv: Sequence[str]) -> int:
@@ -56,6 +59,8 @@ def torchrun_main(argv: Sequence[str]) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run as torchrun
 
+    if "--standalone" in argv:  # one machine: nothing but this machine needs to reach the agent's stores
+        bind_agent_stores_to_loopback()
     try:
         torchrun(parse_args(list(argv)))
     except SignalException as exc:
@@ -79,6 +84,9 @@ def torchrun_env(nproc: int, environ: Mapping[str, str] | None = None) -> dict[s
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     env.setdefault("LOGLEVEL", "ERROR")  # torchrun's agent: no warning for each signal it forwards
+    interface = loopback_interface()
+    if interface:  # gloo's connections between the processes of this one machine stay on it (bcu_gui/loopback.py)
+        env.setdefault("GLOO_SOCKET_IFNAME", interface)
     return env
 
 

@@ -18,6 +18,7 @@ from typing import Callable
 import torch
 
 from .core.errors import ConfigError
+from .core.printable import printable
 
 EXAMPLES = 4  # stamped examples written with --out
 
@@ -70,7 +71,7 @@ def run(args: argparse.Namespace, load: Callable[[argparse.Namespace], object]) 
     model = load(args)
     images = load_unlabeled(args.unlabeled, model.input_size, limit=args.limit)
     if images.skipped_summary():
-        print(f"bcu: warning: {images.skipped_summary()}", file=sys.stderr)
+        print(f"bcu: warning: {printable(images.skipped_summary())}", file=sys.stderr)
     if len(images) < 3:
         raise ConfigError(f"a scan needs at least 3 readable images in {args.unlabeled}, found {len(images)}")
     plan = plan_compute(args.device, args.precision)
@@ -86,7 +87,7 @@ def run(args: argparse.Namespace, load: Callable[[argparse.Namespace], object]) 
               f"{event.active} classes active", file=sys.stderr, flush=True)
 
     if not args.json:
-        print(f"scanning {model.describe()}\n  on {len(images)} unlabelled images, {plan.describe()}",
+        print(f"scanning {printable(model.describe())}\n  on {len(images)} unlabelled images, {plan.describe()}",
               file=sys.stderr)
     result = run_scan(model.module, images.images, model.normalization, model.num_classes, config, plan,
                       progress=progress)
@@ -101,9 +102,10 @@ def run(args: argparse.Namespace, load: Callable[[argparse.Namespace], object]) 
         print(format_table(result))
         print(result.verdict_line())
         if out is not None and result.candidate is None:
-            print(f"no class reached the target flip rate, so there is no trigger to save; wrote {written[0]}")
+            print("no class reached the target flip rate, so there is no trigger to save; "
+                  f"wrote {printable(written[0])}")
         elif written:
-            print(f"recovered trigger (class {result.candidate.target}) written to {out}: "
+            print(f"recovered trigger (class {result.candidate.target}) written to {printable(out)}: "
                   f"{', '.join(p.name for p in written)}")
     return 0
 

@@ -22,6 +22,7 @@ from typing import Callable
 from .common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, pct
 from .core.atomic import dumps
 from .core.errors import ConfigError
+from .core.printable import printable
 
 
 def add_parser(sub, model_args: Callable, cleanse_args: Callable) -> argparse.ArgumentParser:
@@ -130,7 +131,7 @@ class SweepReporter:
         if self._held is not None:
             self._held.append(line)
         else:
-            print(line, file=sys.stderr, flush=True)
+            print(printable(line), file=sys.stderr, flush=True)
 
     def handle(self, event, as_json: bool = False) -> int | None:
         """Show ``event``; returns the exit code once the sweep has ended."""
@@ -166,7 +167,7 @@ class SweepReporter:
                 self._say(f"  -> {r.status}: ACC {pct(r.acc)}  ASR {pct(r.asr)}  proxy ASR {pct(r.proxy_asr)}"
                           f"{when}")
         elif isinstance(event, Failed):
-            print(f"bcu: error: {event.message}", file=sys.stderr)
+            print(f"bcu: error: {printable(event.message)}", file=sys.stderr)
             return EXIT_BAD_INPUT if event.kind == "input" else EXIT_FAILED
         elif isinstance(event, SweepFinished):
             if as_json:

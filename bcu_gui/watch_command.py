@@ -2,7 +2,8 @@
 
 For a run on a server or under torchrun, seen from a shell on the same shared folder: one line per new epoch,
 then how it ended. Exit status: 0 finished, 1 failed or died, 3 stopped (resumable), 130 interrupted (the run
-itself goes on: watching never touches it).
+itself goes on: watching never touches it). Everything printed that the run folder supplied (``failed.json``'s
+message, ``running.json``'s host, a row's fields) has its control characters escaped (core/printable.py).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sys
 from pathlib import Path
 
 from .common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, pct
+from .core.printable import printable
 
 EXIT_STOPPED = 3
 
@@ -30,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
 
     folder = Path(args.run_dir)
     if folder.exists() and not folder.is_dir() or not folder.parent.is_dir():
-        print(f"bcu: error: {folder} is not a folder", file=sys.stderr)
+        print(f"bcu: error: {printable(folder)} is not a folder", file=sys.stderr)
         return EXIT_BAD_INPUT
     if args.interval <= 0:
         print("bcu: error: the interval must be positive", file=sys.stderr)
@@ -40,12 +42,12 @@ def run(args: argparse.Namespace) -> int:
             for row in update.new_rows:
                 _epoch(row, update.epochs, args.json)
             if not args.json and not update.new_rows and not update.ended:
-                print(f"{update.state}: {update.message}", file=sys.stderr)
+                print(f"{update.state}: {printable(update.message)}", file=sys.stderr)
             if update.ended:
                 if args.json:
                     print(json.dumps({"event": "end", "state": update.state, "message": update.message}), flush=True)
                 else:
-                    print(f"{update.state}: {update.message}", flush=True)
+                    print(f"{update.state}: {printable(update.message)}", flush=True)
                 return {"finished": EXIT_OK, "stopped": EXIT_STOPPED}.get(update.state, EXIT_FAILED)
     except KeyboardInterrupt:
         print("bcu: stopped watching (the run goes on)", file=sys.stderr)
@@ -60,7 +62,7 @@ def _epoch(row: dict, epochs: int, as_json: bool) -> None:
     extra = row.get("extra") if isinstance(row.get("extra"), dict) else {}
     proxy = f"  proxy ASR {pct(extra['proxy_asr'])}" if extra.get("proxy_asr") is not None else ""
     loss = row.get("loss")
-    print(f"epoch {row.get('epoch')}/{epochs or '?'}  loss {loss:.4f}  ACC {pct(row.get('acc'))}  "
-          f"ASR {pct(row.get('asr'))}{proxy}" if isinstance(loss, (int, float)) else
-          f"epoch {row.get('epoch')}/{epochs or '?'}  ACC {pct(row.get('acc'))}  ASR {pct(row.get('asr'))}{proxy}",
-          flush=True)
+    line = (f"epoch {row.get('epoch')}/{epochs or '?'}  loss {loss:.4f}  ACC {pct(row.get('acc'))}  "
+            f"ASR {pct(row.get('asr'))}{proxy}" if isinstance(loss, (int, float)) else
+            f"epoch {row.get('epoch')}/{epochs or '?'}  ACC {pct(row.get('acc'))}  ASR {pct(row.get('asr'))}{proxy}")
+    print(printable(line), flush=True)  # the row is the run folder's text: its strings print as escapes

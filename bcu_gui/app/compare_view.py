@@ -18,6 +18,7 @@ from PySide6.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QPushButton, QVB
 from ..core import atomic
 from ..core.run_library import RunCurves, RunRecord, comparison_csv, read_curves
 from . import dialogs
+from .plain import html_text, tip
 
 PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f",
            "#bcbd22")
@@ -83,7 +84,7 @@ class CompareView(QWidget):
             color = PALETTE[i % len(PALETTE)]
             swatch = pg.PlotDataItem(pen=pg.mkPen(color, width=2), symbol="o", symbolSize=5, symbolBrush=color,
                                      symbolPen=None)  # a legend sample only, never plotted
-            self.legend.addItem(swatch, label)
+            self.legend.addItem(swatch, html_text(label))  # a folder name: pyqtgraph legends render HTML
         for key, _title, _unit, scale in PANELS:
             plot = self.plots[key]
             for item in list(plot.listDataItems()):
@@ -97,7 +98,7 @@ class CompareView(QWidget):
                 item = plot.plot(np.array(c.epochs, dtype=float), y, connect="finite",
                                  pen=pg.mkPen(color, width=2), symbol="o", symbolSize=5, symbolBrush=color,
                                  symbolPen=None)
-                item.setToolTip(str(record.path))
+                item.setToolTip(tip(record.path))
                 shown += 1
             empty = self.empty_labels[key]
             empty.setText("" if shown or not self.runs else "none of these runs has this curve")

@@ -1,15 +1,19 @@
 """Every message box the app shows, in one place, so wording stays consistent and headless runs can divert them.
 
-Widgets call ``error`` / ``warning`` / ``ask`` / ``ask_trust`` instead of building QMessageBoxes. The
-unattended ``--smoke`` mode installs a handler with ``set_headless`` so no dialog ever waits for a click:
-messages are recorded (and fail the check) and questions get their safe answer.
+Widgets call ``error`` / ``warning`` / ``ask`` / ``ask_trust`` instead of building QMessageBoxes. Their texts
+name files and folders, so a box never reads them as HTML (``plain.tip``). The unattended ``--smoke`` mode
+installs a handler with ``set_headless`` so no dialog ever waits for a click: messages are recorded (and fail
+the check) and questions get their safe answer.
 """
 
 from __future__ import annotations
 
 from typing import Callable
 
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QMessageBox, QWidget
+
+from .plain import tip
 
 # (kind, title, text) -> answer for questions; None: show real dialogs.
 HeadlessHandler = Callable[[str, str, str], bool]
@@ -29,14 +33,14 @@ def error(parent: QWidget | None, title: str, text: str) -> None:
     if _headless is not None:
         _headless("error", title, text)
         return
-    QMessageBox.critical(parent, title, _sentence(text))
+    QMessageBox.critical(parent, title, tip(_sentence(text)))
 
 
 def warning(parent: QWidget | None, title: str, text: str) -> None:
     if _headless is not None:
         _headless("warning", title, text)
         return
-    QMessageBox.warning(parent, title, _sentence(text))
+    QMessageBox.warning(parent, title, tip(_sentence(text)))
 
 
 def ask(parent: QWidget | None, title: str, text: str) -> bool:
@@ -44,7 +48,7 @@ def ask(parent: QWidget | None, title: str, text: str) -> bool:
     if _headless is not None:
         return _headless("question", title, text)
     buttons = QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No
-    answer = QMessageBox.question(parent, title, text, buttons, QMessageBox.StandardButton.No)
+    answer = QMessageBox.question(parent, title, tip(text), buttons, QMessageBox.StandardButton.No)
     return answer == QMessageBox.StandardButton.Yes
 
 
@@ -66,6 +70,7 @@ def ask_trust(parent: QWidget | None, file_name: str, reason: str) -> bool:
     box = QMessageBox(parent)
     box.setIcon(QMessageBox.Icon.Warning)
     box.setWindowTitle(title)
+    box.setTextFormat(Qt.TextFormat.PlainText)  # the file's name is in it
     box.setText(text)
     box.setInformativeText("Safer alternative: save the model's state_dict (weights only) and open that.")
     box.setDetailedText(reason)

@@ -24,6 +24,7 @@ from ..common import pct
 from ..core.errors import BcuError
 from ..core.events import FeatureFrame
 from ..core.feature_space import load_frames
+from .plain import html_text, plain
 
 # Ten distinct colours (Tableau 10, the usual categorical palette); more classes cycle through hues.
 PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7",
@@ -82,7 +83,7 @@ class FeatureView(QWidget):
         self.slider.valueChanged.connect(self.show_frame)
         self.epoch_label = QLabel("epoch –")
         self.epoch_label.setMinimumWidth(150)
-        self.info = QLabel("")
+        self.info = plain(QLabel(""))  # names folders and class names read from the run's features.npz
         self.info.setWordWrap(True)
         self.info.setStyleSheet("color: #444")
         row = QHBoxLayout()
@@ -232,5 +233,6 @@ class FeatureView(QWidget):
 
 
 def _class_label(index: int, names: list[str]) -> str:
+    """A class's legend entry; its name comes from a file, and pyqtgraph's legend renders HTML: escaped."""
     name = names[index] if index < len(names) else str(index)
-    return name if name == str(index) else f"{index} {name}"
+    return html_text(name if name == str(index) else f"{index} {name}", limit=40)

@@ -16,6 +16,7 @@ from PySide6.QtGui import QColor
 
 from ..common import pct
 from ..core.run_library import RunRecord
+from .plain import tip
 
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1
 COLUMNS = ("Run", "Date", "Model", "Preset / ratios", "Epochs", "ACC", "ASR", "Proxy ASR", "Status")
@@ -127,7 +128,7 @@ class RunTableModel(QAbstractTableModel):
                 lines.append(r.note)
             if r.teacher_acc is not None or r.teacher_asr is not None:
                 lines.append(f"teacher: ACC {pct(r.teacher_acc)}, ASR {pct(r.teacher_asr)}")
-            return "\n".join(lines)
+            return tip("\n".join(lines))  # a folder's name and note: shown as written, never as HTML
         if role == Qt.ItemDataRole.TextAlignmentRole and 4 <= col <= 7:
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         return None

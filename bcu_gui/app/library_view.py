@@ -23,6 +23,7 @@ from ..core.run_library import STATUSES, RunRecord, read_record, scan_runs
 from ..core.runs import MODEL_STEM, default_runs_root
 from . import dialogs
 from .library_model import COLUMNS, RunFilterProxy, RunTableModel
+from .plain import plain
 from .settings import AppSettings
 from .worker import BackgroundTask, run_task
 
@@ -109,7 +110,7 @@ class LibraryPanel(QWidget):
         self.reveal_button.clicked.connect(lambda: self.reveal(self.current()))
         self.delete_button.clicked.connect(lambda: self.delete_runs(self.selected()))
         self.refresh_button.clicked.connect(self.refresh)
-        self.count_label = QLabel("")
+        self.count_label = plain(QLabel(""))  # may quote an error naming a folder
         self.count_label.setStyleSheet("color: gray;")
 
         top = QHBoxLayout()

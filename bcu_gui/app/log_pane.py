@@ -8,6 +8,8 @@ import time
 from PySide6.QtGui import QFontDatabase
 from PySide6.QtWidgets import QPlainTextEdit, QWidget
 
+from ..core.printable import printable
+
 COLORS = {"info": "#222222", "warning": "#9a5b00", "error": "#b00020", "detail": "#666666"}
 
 
@@ -23,6 +25,7 @@ class LogPane(QPlainTextEdit):
         self.setLineWrapMode(QPlainTextEdit.LineWrapMode.WidgetWidth)
 
     def append_message(self, message: str, level: str = "info") -> None:
+        message = printable(message, keep_newlines=True)  # file names in it: no controls or bidi overrides
         level = level if level in COLORS else "info"
         stamp = time.strftime("%H:%M:%S")
         prefix = {"warning": "warning: ", "error": "error: "}.get(level, "")

@@ -18,10 +18,10 @@ from PySide6.QtWidgets import (QDockWidget, QFileDialog, QLabel, QMainWindow, QM
                                QSplitter, QStackedWidget, QHBoxLayout, QTabWidget, QVBoxLayout, QWidget)
 
 from .. import __version__
-from ..core.bundled import describe_bundled
 from ..core.errors import BcuError
 from ..core.job import CleanseConfig
 from ..core.models import LoadedModel
+from ..core.printable import elide, printable
 from . import dialogs
 from .compare_view import CompareView
 from .library_view import LibraryPanel
@@ -30,6 +30,7 @@ from .panels.data_panel import DataPanel
 from .panels.model_panel import ModelPanel
 from .panels.reinit_panel import ReinitPanel
 from .panels.training_panel import TrainingPanel
+from .plain import NAME_LIMIT
 from .report_export import ReportExporter
 from .run_view import RunView
 from .scan_view import ScanView
@@ -295,6 +296,9 @@ class MainWindow(QMainWindow):
 
     def _connect(self) -> None:
         self.model_panel.model_changed.connect(self._on_model_changed)
+        self.data_panel.bundled_note.connect(
+            lambda line: self.log_pane.append_message(line, "warning" if "not used" in line or "not read" in line
+                                                      else "info"))
         for signal in (self.data_panel.changed, self.reinit_panel.changed, self.training_panel.changed):
             signal.connect(self._update_state)
         self.welcome_demo_button.clicked.connect(lambda: self.open_demo())
@@ -416,14 +420,15 @@ class MainWindow(QMainWindow):
             self._set_demo(False)  # another checkpoint: the demo's settings no longer apply
         self.reinit_panel.set_model(model.module)
         self.data_panel.set_model(model.input_size, model.num_classes)
-        self.data_panel.set_bundled(describe_bundled(model.raw))
+        self.data_panel.check_bundled(model.raw, model.input_size)  # off the GUI thread; answers in the panel
         self.right_stack.setCurrentWidget(self.right_splitter)
         self._fit_left_column()
-        self.setWindowTitle(f"BCU Studio — {model.path.name}")
+        name = elide(printable(model.path.name), NAME_LIMIT)  # anyone's text: no controls, no 12,000 px title
+        self.setWindowTitle(f"BCU Studio — {name}")
         self.log_pane.append_message(f"model: {model.describe()}")
         for note in model.notes:
             self.log_pane.append_message(f"  {note}")
-        self.statusBar().showMessage(f"Loaded {model.path.name}: {model.arch_name}, {model.num_classes} classes.")
+        self.statusBar().showMessage(f"Loaded {name}: {model.arch_name}, {model.num_classes} classes.")
         self._update_state()
 
     # ----------------------------------------------------------------------------------------- validity

@@ -36,6 +36,7 @@ from ..core.scan import (ScanConfig, ScanFinished, ScanProgress, ScanResult, run
                          write_triggered_set)
 from . import dialogs
 from .log_pane import LogPane
+from .plain import NAME_LIMIT, html_text
 from .worker import BackgroundTask, run_task
 
 SCAN_KEYS = (QKeySequence("Ctrl+Shift+S"),)
@@ -260,7 +261,8 @@ class ScanView(QObject):
         self.chart.clear()
         self._show_images(None)
         self.use_button.setEnabled(False)
-        self.verdict_label.setText(f"Scanning {model.path.name} with the images in {folder}…")
+        self.verdict_label.setText(f"Scanning {html_text(model.path.name)} with the images in "
+                                   f"{html_text(folder, 2 * NAME_LIMIT)}…")
         self.progress.setValue(0)
         self.progress.setVisible(True)
         self.cancel_button.setVisible(True)
@@ -300,7 +302,8 @@ class ScanView(QObject):
         self.scan_finished.emit(result)
 
     def _on_error(self, exc: BaseException) -> None:
-        self.verdict_label.setText(f"<span style='color:#b00020'><b>The scan failed:</b> {exc}</span>")
+        self.verdict_label.setText(f"<span style='color:#b00020'><b>The scan failed:</b> "
+                                   f"{html_text(exc, limit=None)}</span>")
         self.log_pane.append_message(f"scan failed: {exc}", "error")
         dialogs.error(self._window, "Cannot scan", str(exc))
 

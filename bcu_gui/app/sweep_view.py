@@ -31,6 +31,7 @@ from ..core.sweep import (METRIC_LABEL, RunBegins, RunEnds, SweepFinished, Sweep
                           SweepStarted, front_metric, load_sweep, pareto_front, parse_grid, parse_seeds)
 from . import dialogs
 from .log_pane import LogPane
+from .plain import plain, tip
 from .worker import JobRunner
 
 COLUMNS = ("setting", "seed", "ACC", "ASR", "proxy ASR", "status", "time")
@@ -179,7 +180,7 @@ class SweepView(QObject):
         self.stop_button = QPushButton("Stop")
         self.stop_button.setToolTip("stop the run in progress (it is saved); Run sweep again continues it")
         self.open_button = QPushButton("Open sweep…")
-        self.progress_label = QLabel("Choose presets or a grid, then Run sweep.")
+        self.progress_label = plain(QLabel("Choose presets or a grid, then Run sweep."))  # names folders, runs
         self.progress_label.setWordWrap(True)
 
         grid = QGridLayout()
@@ -378,7 +379,7 @@ class SweepView(QObject):
                       pct(r.proxy_asr), r.status, "" if r.seconds is None else f"{r.seconds:.0f} s")
             for col, text in enumerate(values):
                 item = QTableWidgetItem(text)
-                item.setToolTip(r.label + (f"\n{r.note}" if r.note else ""))
+                item.setToolTip(tip(r.label + (f"\n{r.note}" if r.note else "")))
                 if col:
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 self.table.setItem(i, col, item)

@@ -17,6 +17,7 @@ from PySide6.QtWidgets import QLabel
 from ..common import pct
 from ..core.run_library import curves_from_rows, read_record
 from ..core.watch import RunFollower, WatchUpdate
+from .plain import html_text
 from .saved_run import add_rows, show_curves
 
 POLL_MS = 1000
@@ -83,7 +84,7 @@ class RunWatcher(QObject):
         elif update.new_rows:
             add_rows(self._view, curves_from_rows(list(update.new_rows)))
         rows = self.follower.rows
-        name = html.escape(self.follower.run_dir.name)
+        name = html_text(self.follower.run_dir.name)  # a folder name: escaped and elided
         done = f"epoch {rows[-1]['epoch']} of {update.epochs or '?'}" if rows else "no epoch yet"
         last = rows[-1] if rows else {}
         scores = (f"; ACC {pct(last.get('acc'))}, ASR {pct(last.get('asr'))}" if rows else "")

@@ -470,21 +470,29 @@ class PickledImage:
         state = getattr(self, "state", None)
         return state[1] if isinstance(state, (list, tuple)) and len(state) >= 5 else None
 
-    def to_array(self):
-        """uint8 ``[H, W, 3]`` numpy pixels, or None when the record is not an image we can read safely."""
-        import numpy as np
-
+    def shape(self) -> tuple[int, int, int] | None:
+        """``(height, width, channels stored)`` when the record is an image :meth:`to_array` can decode, else
+        None; checks the claimed size against the bytes present without decoding anything."""
         state = getattr(self, "state", None)
         if not isinstance(state, (list, tuple)) or len(state) < 5:
             return None
-        _, mode, size, palette, data = state[:5]
-        channels = {"RGB": 3, "RGBA": 4, "RGBX": 4, "L": 1, "P": 1}.get(mode)
+        _, mode, size, _, data = state[:5]
+        channels = {"RGB": 3, "RGBA": 4, "RGBX": 4, "L": 1, "P": 1}.get(mode) if isinstance(mode, str) else None
         if (channels is None or not isinstance(data, (bytes, bytearray)) or not isinstance(size, (list, tuple))
                 or len(size) != 2 or not all(isinstance(v, int) and 0 < v <= self.MAX_SIDE for v in size)):
             return None
         width, height = size
-        if len(data) != width * height * channels:
+        return (height, width, channels) if len(data) == width * height * channels else None
+
+    def to_array(self):
+        """uint8 ``[H, W, 3]`` numpy pixels, or None when the record is not an image we can read safely."""
+        import numpy as np
+
+        shape = self.shape()
+        if shape is None:
             return None
+        height, width, channels = shape
+        mode, palette, data = self.state[1], self.state[3], self.state[4]
         pixels = np.frombuffer(bytes(data), dtype=np.uint8).reshape(height, width, channels)
         if mode == "P":
             if not isinstance(palette, (list, tuple)) or len(palette) < 3:

@@ -108,24 +108,36 @@ def _replace(obj: Any, path: tuple, value: Any) -> Any:
     return copy
 
 
-def _plain(obj: Any) -> Any:
-    """Turn the loader's :class:`PickledImage` records back into PIL images (as the file had them)."""
+def _plain(obj: Any, memo: dict[int, tuple[Any, Any]] | None = None) -> Any:
+    """Turn the loader's :class:`PickledImage` records back into PIL images (as the file had them).
+
+    An object the file referenced many times is converted once and stays shared (``memo``), so a file that
+    holds one image 100,000 times is written back as one image, not decoded 100,000 times.
+    """
+    memo = {} if memo is None else memo
+    seen = memo.get(id(obj))
+    if seen is not None:
+        return seen[1]
     if isinstance(obj, PickledImage):
-        return obj.to_pil()
-    if isinstance(obj, dict):
-        items = [(k, _plain(v)) for k, v in obj.items()]
+        out: Any = obj.to_pil()
+    elif isinstance(obj, dict):
+        items = [(k, _plain(v, memo)) for k, v in obj.items()]
         if all(a is b for (_, a), b in zip(items, obj.values())):
-            return obj
-        copy = type(obj)()
-        for k, v in items:
-            copy[k] = v
-        return copy
-    if isinstance(obj, (list, tuple)):
-        items = [_plain(v) for v in obj]
-        if all(a is b for a, b in zip(items, obj)):
-            return obj
-        return type(obj)(items) if isinstance(obj, list) else tuple(items)
-    return obj
+            out = obj
+        else:
+            out = type(obj)()
+            for k, v in items:
+                out[k] = v
+    elif isinstance(obj, (list, tuple)):
+        converted = [_plain(v, memo) for v in obj]
+        if all(a is b for a, b in zip(converted, obj)):
+            out = obj
+        else:
+            out = type(obj)(converted) if isinstance(obj, list) else tuple(converted)
+    else:
+        return obj
+    memo[id(obj)] = (obj, out)  # the original is kept alive with it, so its id cannot be reused meanwhile
+    return out
 
 
 def _save_safetensors(raw: RawCheckpoint, student: nn.Module, target: Path) -> None:

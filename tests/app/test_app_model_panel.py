@@ -103,7 +103,7 @@ def test_a_torchscript_file_asks_for_trust_and_runs_nothing_when_refused(window,
     assert victim.read_text() == VICTIM_TEXT
 
 
-def test_a_backdoorbench_result_offers_its_own_test_data_and_says_where_settings_came_from(window, tmp_path):
+def test_a_backdoorbench_result_offers_its_own_test_data_and_says_where_settings_came_from(window, tmp_path, qtbot):
     sys.path.insert(0, str(Path(__file__).parents[1] / "unit"))
     import forms_helpers as fh
     from bcu_gui.core.nets import PreActResNet
@@ -114,9 +114,25 @@ def test_a_backdoorbench_result_offers_its_own_test_data_and_says_where_settings
     panel = window.model_panel
     assert "cifar10" in panel.norm_label.toolTip() and "metadata" in panel.input_label.toolTip()
     data = window.data_panel
-    assert data.bundled_check.isVisibleTo(window) and data.use_bundled()
+    qtbot.waitUntil(lambda: data.bundled_check.isVisibleTo(window), timeout=10_000)  # sized off the GUI thread
+    assert data.use_bundled()
     assert "poisoned test images" in data.curves_sentence()
     data.unlabeled.set_path(str(tmp_path))  # any folder: build_config only reads the fields
     assert window.build_config().use_bundled_eval is True
     data.bundled_check.setChecked(False)
     assert window.build_config().use_bundled_eval is False and "no ASR" in data.curves_sentence()
+
+
+def test_a_bundled_memory_bomb_is_refused_in_the_panel_and_the_log_while_the_model_opens(window, tmp_path, qtbot):
+    """Issue 19, point 3: 3,000 references to one 2048 px image (35 GB decoded) are sized off the GUI thread
+    and refused; the model is loaded and the option to use the data is never offered."""
+    sys.path.insert(0, str(Path(__file__).parents[1] / "unit"))
+    import test_bundled_bombs as bombs
+
+    path = bombs._write(tmp_path / "attack_result.pt", bombs._bd_test_of_one_image(3000, 2048))
+    assert window.open_checkpoint(path) and window.model_panel.model is not None
+    data = window.data_panel
+    qtbot.waitUntil(lambda: "not used" in data.bundled_label.text(), timeout=20_000)
+    assert "would decode to 35.2 GB" in data.bundled_label.text() and not data.bundled_check.isVisibleTo(window)
+    assert not data.use_bundled() and "no ASR" in data.curves_sentence()
+    assert any("would decode to 35.2 GB" in line for line in window.log_pane.lines())

@@ -108,8 +108,8 @@ def test_the_launcher_passes_the_same_arguments_minus_nproc():
     argv = ["cleanse", "m.pt", "--unlabeled", "u", "--nproc", "2", "--epochs", "3", "--nproc=4", "--out", "r"]
     assert launcher.strip_nproc(argv) == ["cleanse", "m.pt", "--unlabeled", "u", "--epochs", "3", "--out", "r"]
     cmd = launcher.torchrun_command(["demo"], 3)
-    assert cmd == [sys.executable, "-m", "bcu_gui.launcher", "--standalone", "--nproc-per-node=3",
-                   "-m", "bcu_gui.cli", "demo"]
+    assert cmd == [sys.executable, "-m", "bcu_gui.launcher", "--standalone", "--local-addr=127.0.0.1",
+                   "--nproc-per-node=3", "-m", "bcu_gui.cli", "demo"]
     env = launcher.torchrun_env(2, {"PATH": "/bin"})
     assert env["PYTHONPATH"].split(os.pathsep)[0] == str(Path(bcu_gui.__file__).resolve().parent.parent)
     assert int(env["OMP_NUM_THREADS"]) >= 1 and env["PATH"] == "/bin"

@@ -17,9 +17,11 @@ from PySide6.QtGui import QImage, QPixmap
 from PySide6.QtWidgets import (QCheckBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton, QSpinBox,
                                QVBoxLayout, QWidget)
 
+from ...core.bundled import BundledInfo, inspect_bundled
 from ...core.data import load_labeled, load_thumbnails, load_triggered, load_unlabeled, scan_images
 from ...core.errors import BcuError
 from .. import dialogs
+from ..plain import plain, tip
 from ..settings import AppSettings
 from ..worker import BackgroundTask, run_task
 from .common import FolderField
@@ -49,6 +51,7 @@ class DataPanel(QGroupBox):
     """Folder pickers with live decode-checks; ``changed`` fires whenever what the run could use changes."""
 
     changed = Signal()
+    bundled_note = Signal(str)  # one line for the log about the checkpoint's own test data
 
     def __init__(self, settings: AppSettings, parent: QWidget | None = None) -> None:
         super().__init__("2 · Images", parent)
@@ -109,11 +112,12 @@ class DataPanel(QGroupBox):
         self.bundled_check.toggled.connect(lambda _: self._refresh())
         self.bundled_label = QLabel()
         self.bundled_label.setWordWrap(True)  # a long description must not widen the column
+        self.bundled_label.setTextFormat(Qt.TextFormat.PlainText)
         self.bundled_label.setStyleSheet("color: gray; margin-left: 22px;")
         self.bundled_label.setVisible(False)
         self._bundled: str | None = None
 
-        self.curves_label = QLabel()
+        self.curves_label = plain(QLabel())
         self.curves_label.setWordWrap(True)
 
         form = QFormLayout()
@@ -140,7 +144,7 @@ class DataPanel(QGroupBox):
 
     @staticmethod
     def _status_label() -> QLabel:
-        label = QLabel()
+        label = plain(QLabel())  # says what a folder holds: file names, errors naming them
         label.setWordWrap(True)
         label.setVisible(False)
         return label
@@ -161,6 +165,43 @@ class DataPanel(QGroupBox):
         if changed:
             self._check("clean")
             self._check("triggered")
+
+    def check_bundled(self, raw: Any, size: int) -> None:
+        """Size up the loaded checkpoint's own test data in a background task (a hostile file can make even
+        counting its records slow); the answer arrives through :meth:`set_bundled` or :meth:`set_bundled_refused`,
+        and the line for the log through ``bundled_note``. A newer model's check replaces an older one."""
+        previous = self._tasks.pop("bundled", None)
+        if previous is not None:
+            previous.cancel()
+        self.set_bundled(None)
+        if raw is None or getattr(raw, "format", None) != "backdoorbench":
+            return
+        self.bundled_label.setText("Checking the test data inside the checkpoint…")
+        self.bundled_label.setVisible(True)
+        task = run_task(lambda report: inspect_bundled(raw, size))
+        self._tasks["bundled"] = task
+        task.result.connect(lambda info, t=task: self._on_bundled(t, info))
+        task.error.connect(lambda exc, t=task: self._on_bundled(t, exc))
+
+    def _on_bundled(self, task: BackgroundTask, info: Any) -> None:
+        if not self._current("bundled", task):
+            return
+        self._tasks.pop("bundled", None)
+        if isinstance(info, BaseException):  # not expected: inspect_bundled turns odd files into refusals
+            info = BundledInfo(None, f"the checkpoint's test data could not be checked ({type(info).__name__})")
+        if info is not None and info.refusal:
+            self.set_bundled_refused(info.refusal)
+            self.bundled_note.emit(f"bundled test data: {info.refusal}")
+        else:
+            self.set_bundled(info.description if info is not None else None)
+            if info is not None and info.description:
+                self.bundled_note.emit(f"the checkpoint holds {info.description}")
+
+    def set_bundled_refused(self, reason: str) -> None:
+        """The checkpoint holds test data that is not offered: say why, in place of the option."""
+        self.set_bundled(None)
+        self.bundled_label.setText(f"⚠ The checkpoint's own test data is not used: {reason}.")
+        self.bundled_label.setVisible(True)
 
     def set_bundled(self, description: str | None) -> None:
         """What evaluation data the loaded checkpoint itself holds (None: nothing); shown as an option."""
@@ -403,7 +444,7 @@ class DataPanel(QGroupBox):
                 low = (role == "unlabeled" and (s.usable or 0) < MIN_UNLABELED)
                 label.setText(f"{'⚠ ' if low else '✓ '}{s.usable:,} usable images{skipped}{extra}")
                 label.setStyleSheet("color: #b00020;" if low else "color: #1b5e20;")
-            label.setToolTip(s.detail if s.skipped else "")
+            label.setToolTip(tip(s.detail) if s.skipped else "")  # names the skipped files
         ood = self.is_demo_ood()
         self.demo_box.setVisible(ood is not None)
         if ood is not None:

@@ -17,6 +17,7 @@ from ...core.errors import BcuError, UntrustedCheckpointError
 from ...core.models import LoadedModel, load_model
 from ...core.normalization import PRESETS
 from .. import dialogs
+from ..plain import NAME_LIMIT, html_text, plain, tip
 from ..settings import AppSettings
 from .common import wait_cursor
 
@@ -40,6 +41,7 @@ class ModelPanel(QGroupBox):
         self.open_button.clicked.connect(self.choose_file)
         self.path_label = QLabel("No model loaded.")
         self.path_label.setWordWrap(True)
+        self.path_label.setTextFormat(Qt.TextFormat.RichText)  # our markup; the names in it are escaped
         self.path_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         top = QHBoxLayout()
         top.addWidget(self.open_button)
@@ -48,6 +50,9 @@ class ModelPanel(QGroupBox):
         self.arch_label, self.classes_label, self.input_label = QLabel("—"), QLabel("—"), QLabel("—")
         self.params_label, self.norm_label, self.format_label = QLabel("—"), QLabel("—"), QLabel("—")
         self.norm_label.setWordWrap(True)
+        for label in (self.arch_label, self.classes_label, self.input_label, self.params_label, self.norm_label,
+                      self.format_label):
+            plain(label)  # metadata from the checkpoint (a custom normalisation's name, ...) is shown as text
         info = QFormLayout()
         info.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         for label, widget in (("Architecture", self.arch_label), ("Classes", self.classes_label),
@@ -55,7 +60,7 @@ class ModelPanel(QGroupBox):
                               ("Normalisation", self.norm_label), ("File format", self.format_label)):
             widget.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
             info.addRow(label, widget)
-        self.notes_label = QLabel()
+        self.notes_label = plain(QLabel())  # notes quote the file's metadata
         self.notes_label.setWordWrap(True)
         self.notes_label.setStyleSheet("color: #555;")
         self.notes_label.setVisible(False)
@@ -163,8 +168,10 @@ class ModelPanel(QGroupBox):
         return True
 
     def _show(self, model: LoadedModel) -> None:
-        self.path_label.setText(f"<b>{model.path.name}</b><br><span style='color:gray'>{model.path.parent}</span>")
-        self.path_label.setToolTip(str(model.path))
+        # the file's name is anyone's text: escaped (a name like <img width=12000> must not draw) and elided
+        self.path_label.setText(f"<b>{html_text(model.path.name, NAME_LIMIT)}</b><br>"
+                                f"<span style='color:gray'>{html_text(model.path.parent, 2 * NAME_LIMIT)}</span>")
+        self.path_label.setToolTip(tip(model.path))
         title = model.arch.title if model.arch else model.arch_name
         width = f", width {model.width}" if model.width else ""
         self.arch_label.setText(f"{title}{width}")
@@ -175,7 +182,7 @@ class ModelPanel(QGroupBox):
         for label, setting in ((self.arch_label, "architecture"), (self.classes_label, "classes"),
                                (self.input_label, "input size"), (self.norm_label, "normalisation")):
             source = model.sources.get(setting)
-            label.setToolTip(f"{setting} from {source}" if source else "")
+            label.setToolTip(tip(f"{setting} from {source}") if source else "")
         trust = " (loaded as trusted: code from the file may run)" if self.trusted else ""
         self.format_label.setText(f"{model.source_format}{trust}")
         notes = [n for n in model.notes]

@@ -17,6 +17,7 @@ from superqt import QLabeledDoubleSlider
 from ...core.groups import (CUSTOM_PRESET, PRESET_HELP, PRESET_NAMES, LayerGroup, layer_groups, preset_ratios,
                             resolve_ratios)
 from ...core.errors import BcuError
+from ..plain import plain, tip
 
 CUSTOM_HELP = "your own ratios: drag a slider, or click its number and type an exact value"
 CUSTOM = CUSTOM_PRESET  # the combo's Custom entry is recorded in the config under the same name
@@ -27,8 +28,9 @@ class _GroupRow:
 
     def __init__(self, group: LayerGroup) -> None:
         self.group = group
-        self.name = QLabel(group.name)
-        self.name.setToolTip(f"{len(group.params)} parameter tensors, from {group.params[0]} to {group.params[-1]}")
+        self.name = plain(QLabel(group.name))  # named after the checkpoint's own keys
+        self.name.setToolTip(tip(f"{len(group.params)} parameter tensors, from {group.params[0]} to "
+                                 f"{group.params[-1]}"))
         self.slider = QLabeledDoubleSlider(Qt.Orientation.Horizontal)
         self.slider.setRange(0.0, 1.0)
         self.slider.setDecimals(3)

@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (QGroupBox, QHBoxLayout, QLabel, QProgressBar, QPu
 from ...common import pct
 from ...core.events import EpochEnd, Started, Step
 from ...core.summary import RunSummary
+from ..plain import NAME_LIMIT, html_text
 
 
 def duration(seconds: float) -> str:
@@ -245,7 +246,7 @@ class SummaryBox(QGroupBox):
             f"{scan_table(summary)}"
             f"{state} in {duration(summary.seconds)} on {html.escape(summary.device)}, "
             f"preset {html.escape(preset)}; saved {html.escape(summary.kept_text())}{why}.<br>"
-            f"Run folder: <a href='{url}'>{html.escape(summary.run_dir)}</a>")
+            f"Run folder: <a href='{url}'>{html_text(summary.run_dir, 2 * NAME_LIMIT)}</a>")
 
     def show_failed(self, message: str) -> None:
         self._current = ""
