@@ -20,6 +20,7 @@ from .core.printable import printable
 from .core.errors import BcuError, ConfigError
 from .core.events import Failed, Finished
 from .core.groups import PRESET_NAMES, parse_ratios
+from .core.outcome import EXIT_RUINED
 from .core.keep import KEEP_CHOICES, KEEP_HELP
 
 
@@ -66,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="repeat a run: the settings of a run's config.json (or its folder) into a new --out")
     _cleanse_args(p)
 
-    p = sub.add_parser("demo", help="cleanse the built-in backdoored digits model (no data needed)")
+    p = sub.add_parser("demo", help="cleanse the built-in backdoored digits model (no data needed)",
+                       description=_demo_description())
     p.add_argument("--ood", action="store_true", help="distil on out-of-distribution photo crops instead of digits")
     _cleanse_args(p, demo=True)
 
@@ -86,8 +88,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _demo_description() -> str:
+    """What the demo cleanses and where its files are, for `bcu demo --help`."""
+    from .demo import demo_dir
+
+    try:
+        where = str(demo_dir())
+    except Exception as exc:  # a broken install still gets its help text
+        where = f"(not found: {exc})"
+    return ("Cleanse the built-in backdoored digits model: a CIFAR-style ResNet-18 trained on scikit-learn's digits "
+            f"with a 3x3 patch trigger to class 0. Its files (model.pt, the unlabelled, clean and triggered image "
+            f"folders) are in {where}. The run folder is printed at the end (`saved ...`).")
+
+
 def _cleanse_args(p: argparse.ArgumentParser, demo: bool = False, sweep: bool = False) -> None:
     """The training options; ``sweep``: without those a sweep sets per run (preset, ratios, seed, out)."""
+    from .core.job import CleanseConfig
+    from .demo.config import DEMO_EPOCHS, DEMO_PRESET
+
     if not demo:
         _eval_args(p)
     else:
@@ -95,9 +113,11 @@ def _cleanse_args(p: argparse.ArgumentParser, demo: bool = False, sweep: bool = 
         p.add_argument("--json", action="store_true", help="one JSON object per epoch, then a summary")
     if not sweep:
         p.add_argument("--preset", choices=PRESET_NAMES, default=None,
-                       help="re-initialisation ratios (default: paper; the demo uses strong)")
+                       help="re-initialisation ratios (default: "
+                            + (f"{DEMO_PRESET} for the demo)" if demo else "paper)"))
         p.add_argument("--ratios", help="per-group ratios on top of the preset, e.g. stem=0.01,layer4=0.27")
-    p.add_argument("--epochs", type=int, default=None, help="distillation epochs (default 100)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help=f"distillation epochs (default {DEMO_EPOCHS if demo else CleanseConfig.epochs})")
     p.add_argument("--batch-size", type=_batch_size, default=None, metavar="N|auto",
                    help="batch size (default auto: about 10 steps an epoch, between 16 and 256)")
     p.add_argument("--lr", type=float, default=None, help="SGD learning rate (default 0.01)")
@@ -113,7 +133,8 @@ def _cleanse_args(p: argparse.ArgumentParser, demo: bool = False, sweep: bool = 
                    help="period of the cosine learning-rate schedule (default: the run's epochs, reaching 0 at "
                         "the end; the BCU authors' code uses 100 whatever the epochs)")
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
-                   help="random horizontal flips while distilling (default on): right for natural photos, "
+                   help=f"random horizontal flips while distilling (default {'off for the demo' if demo else 'on'}): "
+                        "right for natural photos, "
                         "wrong for digits and traffic signs, whose mirror image is another symbol")
     p.add_argument("--temperature-start", type=float, metavar="T", default=None,
                    help="distillation temperature before the first epoch (default 1)")
@@ -471,6 +492,10 @@ def _cleanse_in(args: argparse.Namespace, cfg, ctx, reporter) -> int:
                         print(f"bcu: stopped; continue with `bcu cleanse --resume {printable(event.run_dir)}{again}`",
                               file=sys.stderr)
                     return 128 + stopped_by[0] if stopped_by else EXIT_INTERRUPTED
+                if event.summary.outcome().kind == "ruined":
+                    if ctx is None or ctx.is_main:
+                        print(f"bcu: {event.summary.outcome().headline}", file=sys.stderr)
+                    return EXIT_RUINED
                 return EXIT_OK
     finally:
         for s, handler in previous.items():

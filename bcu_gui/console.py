@@ -95,6 +95,7 @@ class ConsoleReporter:
                   f"({s.images_per_second:.1f} images/s on {s.device}); kept {s.kept_text()}")
             print(f"teacher   ACC {pct(s.teacher.acc)}  ASR {pct(s.teacher.asr)}")
             print(f"cleansed  ACC {pct(s.cleansed.acc)}  ASR {pct(s.cleansed.asr)}")
+            print(f"verdict   {s.outcome().headline}")
             if s.ema is not None and s.kept != "ema":
                 print(f"EMA       ACC {pct(s.ema.acc)}  ASR {pct(s.ema.asr)}  (saved as ema.pt beside the model)")
             if s.kept_reason:

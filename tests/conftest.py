@@ -10,6 +10,8 @@ os.environ.setdefault("BCU_SETTINGS_ORG", "bcu-studio-tests")  # the app's QSett
 import pytest
 import torch
 
+from bcu_gui.core.outcome import EXIT_RUINED
+
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
@@ -38,7 +40,7 @@ def demo_run_dir(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("demo_run") / "run"
     assert main(["demo", "--epochs", "2", "--scan", "--scan-steps", "20", "--scan-limit", "120",
-                 "--out", str(out)]) == 0
+                 "--out", str(out)]) in (0, EXIT_RUINED)  # a short run (or a random tiny teacher) may be judged ruined: exit 3
     return out
 
 

@@ -312,7 +312,12 @@ class RunView(QObject):
         self.result_dir = Path(s.run_dir) if (Path(s.run_dir) / f"{MODEL_STEM}.pt").is_file() else None
         self.summary.show_finished(s, self._preset_label)
         state = "stopped" if s.cancelled else "done"
+        outcome = s.outcome()
+        if outcome.kind == "ruined":
+            state = "ruined"  # never "done" for a model that no longer classifies
         self.run_panel.end(f"{state}: ACC {pct(s.cleansed.acc)}, ASR {pct(s.cleansed.asr)}")
+        if not outcome.ok:
+            self.log_pane.append_message(outcome.headline, "error" if outcome.kind == "ruined" else "warning")
         why = f" ({s.kept_reason})" if s.kept_reason else ""
         self.log_pane.append_message(f"run {state}; saved {s.kept_text()}{why} in {s.run_dir}")
         self._status(f"Run {state}. The run folder is {s.run_dir}.")

@@ -369,6 +369,9 @@ def _results_section(rec: RunRecord) -> str:
     table = _table(["", "teacher", "cleansed (saved)"], rows, "results")
     reason = f" &mdash; {esc(s.kept_reason)}" if s.kept_reason else ""
     kept = f"<p><b>Saved:</b> {esc(s.kept_text())}{reason}.</p>"
+    outcome = s.outcome()
+    css = "verdict-clean" if outcome.kind == "removed" else "verdict-backdoor" if not outcome.ok else ""
+    verdict = f'<p><b>Verdict:</b> <span class="{css}">{esc(outcome.headline)}</span></p>'
     note = f'<p class="muted">{esc(s.note)}</p>' if s.note else ""
     others = [(name, sc) for name, sc in (("moving average (EMA)", s.ema), ("best epoch (lowest ASR)", s.best),
                                           ("lowest-proxy-ASR epoch", s.proxy)) if sc is not None]
@@ -377,7 +380,7 @@ def _results_section(rec: RunRecord) -> str:
         extra = "<h3>Other candidates</h3>" + _table(
             ["candidate", "epoch", "ACC", "ASR", "agreement"],
             [(esc(n), fmt(sc.epoch), pct(sc.acc), pct(sc.asr), pct(sc.agreement)) for n, sc in others])
-    return _section("results", "Teacher against cleansed", table + kept + note + extra)
+    return _section("results", "Teacher against cleansed", verdict + table + kept + note + extra)
 
 
 def _series(rec: RunRecord, key: str) -> list[Any]:

@@ -12,6 +12,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from .outcome import Outcome, judge
+
 Kept = Literal["last", "best", "ema", "proxy"]
 
 
@@ -135,9 +137,16 @@ class RunSummary:
                     "epochs complete)")
         return f"the last epoch ({c.epoch})"
 
+    def outcome(self) -> Outcome:
+        """The verdict on the saved model: removed, remains, ruined, unverified or stopped (core/outcome.py)."""
+        return judge(self.teacher, self.cleansed, cancelled=self.cancelled, cleansed_scan=self.cleansed_scan)
+
     def to_dict(self) -> dict[str, Any]:
-        """``summary.json``: plain JSON types, with the derived re-initialisation totals spelled out."""
+        """``summary.json``: plain JSON types, with the derived re-initialisation totals and the verdict spelled
+        out (``verdict``/``verdict_text`` are derived, so reading them back is not needed)."""
         data = dataclasses.asdict(self)
+        outcome = self.outcome()
+        data["verdict"], data["verdict_text"] = outcome.kind, outcome.headline
         data["model_files"] = list(self.model_files)
         data["reinit"].update(reinitialised=self.reinit.reinitialised, total=self.reinit.total)
         return data

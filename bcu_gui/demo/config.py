@@ -14,6 +14,7 @@ DEMO_PRESET = "strong"
 DEMO_EPOCHS = 40
 DEMO_BATCH_SIZE: int | None = None  # automatic (core/batching.py)
 DEMO_TARGET_CLASS = 0
+DEMO_FLIP = False  # a mirrored digit is another symbol (or none): flips are wrong for digits, as --help says
 
 
 def demo_config(ood: bool = False, **overrides) -> CleanseConfig:
@@ -30,6 +31,7 @@ def demo_config(ood: bool = False, **overrides) -> CleanseConfig:
         preset=DEMO_PRESET,
         epochs=DEMO_EPOCHS,
         batch_size=DEMO_BATCH_SIZE,
+        flip=DEMO_FLIP,
     )
     settings.update(overrides)
     return CleanseConfig(**settings)

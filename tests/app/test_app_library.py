@@ -18,6 +18,7 @@ from PySide6.QtCore import QTimer, Qt
 
 from bcu_gui.core.events import Finished
 from bcu_gui.core.job import CleanseConfig, CleanseJob
+from bcu_gui.core.outcome import EXIT_RUINED
 
 
 def _cfg(demo: Path, out: Path, preset: str, epochs: int, **kw) -> CleanseConfig:
@@ -173,7 +174,7 @@ def test_watch_a_live_cleanse_in_another_process_to_its_end(qtbot, window, mini_
             pass
     finally:
         _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err
+    assert proc.returncode in (0, EXIT_RUINED), err  # a short run (or a random tiny teacher) may be judged ruined: exit 3
     assert ended.args[0].state == "finished"
     assert len([u for u in updates if u.new_rows]) >= 2  # followed epoch by epoch
     assert "running" in [u.state for u in updates]

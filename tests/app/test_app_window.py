@@ -107,3 +107,25 @@ def test_a_tiny_saved_window_size_is_not_restored(qtbot):
     area = window.screen().availableGeometry()
     assert window.width() >= min(MIN_WINDOW.width(), area.width())
     assert window.height() >= min(MIN_WINDOW.height(), area.height())
+
+
+def test_form_fields_never_take_focus_from_the_wheel(qtbot):
+    """A real wheel notch gives a WheelFocus field focus before any filter runs; the form's fields must be
+    StrongFocus so scrolling over the form can never change a setting (issue 22)."""
+    from PySide6.QtCore import Qt
+    from PySide6.QtWidgets import QAbstractSlider, QAbstractSpinBox, QComboBox, QWidget
+
+    from bcu_gui.app.main_window import MainWindow
+
+    window = MainWindow()
+    qtbot.addWidget(window)
+    window.resize(1280, 800)
+    window.show()
+    assert window.open_demo()
+    qtbot.waitUntil(lambda: not window.data_panel.is_checking(), timeout=20_000)
+    fields = [w for w in window.left_column.findChildren(QWidget)
+              if isinstance(w, (QAbstractSpinBox, QComboBox, QAbstractSlider)) and w.isVisibleTo(window)]
+    assert len(fields) > 5
+    wheel_focus = [f.objectName() or type(f).__name__ for f in fields
+                   if f.focusPolicy() == Qt.FocusPolicy.WheelFocus]
+    assert wheel_focus == []

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from bcu_gui.cli import main
+from bcu_gui.core.outcome import EXIT_RUINED
 
 
 @pytest.fixture
@@ -72,7 +73,7 @@ class _nothing:
 def test_cleanse_json_prints_one_object_per_epoch_and_a_summary(tiny_checkpoint, unlabeled, tmp_path, capsys):
     code = main(["cleanse", str(tiny_checkpoint), "--unlabeled", str(unlabeled), "--epochs", "2",
                  "--batch-size", "8", "--device", "cpu", "--json", "--out", str(tmp_path / "run")])
-    assert code == 0
+    assert code in (0, EXIT_RUINED)  # a short run (or a random tiny teacher) may be judged ruined: exit 3
     records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["event"] for r in records] == ["started", "epochend", "epochend", "finished"]
     assert records[-1]["summary"]["epochs_completed"] == 2
@@ -100,7 +101,7 @@ def test_ctrl_c_stops_cleanly_exits_130_and_keeps_the_run(tiny_checkpoint, unlab
 def test_cleanse_console_summary_says_what_it_kept_and_the_speed(tiny_checkpoint, unlabeled, tmp_path, capsys):
     code = main(["cleanse", str(tiny_checkpoint), "--unlabeled", str(unlabeled), "--epochs", "2",
                  "--batch-size", "8", "--device", "cpu", "--out", str(tmp_path / "run")])
-    assert code == 0
+    assert code in (0, EXIT_RUINED)  # a 2-epoch student of a random tiny teacher may be judged ruined: exit 3
     captured = capsys.readouterr()
     done = next(line for line in captured.out.splitlines() if line.startswith("done in "))
     assert "kept the last epoch (2)" in done and "None" not in done

@@ -9,6 +9,7 @@ import json
 import pytest
 
 from bcu_gui.cli import main
+from bcu_gui.core.outcome import EXIT_RUINED
 from bcu_gui.core.summary import RunSummary
 
 QUICK = ["--epochs", "1", "--scan-steps", "8", "--scan-limit", "60", "--device", "cpu", "--precision", "fp32"]
@@ -17,7 +18,7 @@ QUICK = ["--epochs", "1", "--scan-steps", "8", "--scan-limit", "60", "--device",
 @pytest.mark.slow
 def test_demo_with_scan_records_the_proxy_curve_and_both_verdicts(tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["demo", "--scan", *QUICK, "--out", str(run)]) == 0
+    assert main(["demo", "--scan", *QUICK, "--out", str(run)]) == EXIT_RUINED  # 1 epoch of the demo: ruined, and said
     captured = capsys.readouterr()
     header, scan_row, proxy_row = captured.out.splitlines()[-3:]
     assert header.split() == ["teacher", "cleansed"]

@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from bcu_gui.cli import main
+from bcu_gui.core.outcome import EXIT_RUINED
 
 
 @pytest.fixture
@@ -89,7 +90,7 @@ def test_a_second_signal_exits_at_once(tiny_checkpoint, unlabeled, tmp_path, cap
 def test_kill_9_then_resume_reaches_the_uninterrupted_weights(tiny_checkpoint, unlabeled, tmp_path):
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     full = _start(_cleanse_args(tiny_checkpoint, unlabeled, whole, 4))  # same threads as the runs it is compared to
-    assert full.wait(timeout=300) == 0
+    assert full.wait(timeout=300) in (0, EXIT_RUINED)  # a short run (or a random tiny teacher) may be judged ruined: exit 3
     proc = _start(_cleanse_args(tiny_checkpoint, unlabeled, cut, 4))
     _until_epoch(proc, 2)
     proc.kill()  # SIGKILL: no handler runs, nothing is saved on the way out
@@ -98,7 +99,7 @@ def test_kill_9_then_resume_reaches_the_uninterrupted_weights(tiny_checkpoint, u
 
     done = _start(["cleanse", "--resume", str(cut), "--json"])
     out, err = done.communicate(timeout=300)
-    assert done.returncode == 0, err
+    assert done.returncode in (0, EXIT_RUINED), err
     assert [json.loads(x)["epoch"] for x in out.splitlines() if json.loads(x)["event"] == "epochend"] in ([3, 4],
                                                                                                           [2, 3, 4])
     a = torch.load(whole / "cleansed.pt", weights_only=True)
@@ -112,8 +113,8 @@ def test_kill_9_then_resume_reaches_the_uninterrupted_weights(tiny_checkpoint, u
 
 def test_config_repeats_a_run_into_a_new_folder(tiny_checkpoint, unlabeled, tmp_path, capsys):
     first, second = tmp_path / "first", tmp_path / "second"
-    assert main(_cleanse_args(tiny_checkpoint, unlabeled, first, 1)) == 0
-    assert main(["cleanse", "--config", str(first / "config.json"), "--out", str(second), "--json"]) == 0
+    assert main(_cleanse_args(tiny_checkpoint, unlabeled, first, 1)) in (0, EXIT_RUINED)  # a short run (or a random tiny teacher) may be judged ruined: exit 3
+    assert main(["cleanse", "--config", str(first / "config.json"), "--out", str(second), "--json"]) in (0, EXIT_RUINED)
     a = torch.load(first / "cleansed.pt", weights_only=True)
     b = torch.load(second / "cleansed.pt", weights_only=True)
     assert all(torch.equal(a[k], b[k]) for k in a)  # the same settings and seed: the same model
@@ -125,7 +126,7 @@ def test_config_repeats_a_run_into_a_new_folder(tiny_checkpoint, unlabeled, tmp_
     copy = tmp_path / "settings.json"
     copy.write_text((first / "config.json").read_text())
     third = tmp_path / "third"
-    assert main(["cleanse", "--config", str(copy), "--batch-size", "auto", "--out", str(third), "--json"]) == 0
+    assert main(["cleanse", "--config", str(copy), "--batch-size", "auto", "--out", str(third), "--json"]) in (0, EXIT_RUINED)
     resolved = json.loads((third / "config.json").read_text())
     assert resolved["batch_size"] is None and resolved["resolved"]["batch_automatic"] is True
 
@@ -138,7 +139,7 @@ def test_out_refuses_old_work_in_one_line(tiny_checkpoint, unlabeled, tmp_path, 
         (run / "config.json").write_text('{"my": "own"}')
         (run / "summary.json").write_text('{"my": "summary"}')
     else:
-        assert main(_cleanse_args(tiny_checkpoint, unlabeled, run, 1)) == 0
+        assert main(_cleanse_args(tiny_checkpoint, unlabeled, run, 1)) in (0, EXIT_RUINED)
     before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
     capsys.readouterr()
     assert main(_cleanse_args(tiny_checkpoint, unlabeled, run, 1)) == 2
@@ -183,7 +184,7 @@ def test_a_closed_pipe_ends_quietly(tiny_checkpoint):
 def test_log_lines_during_training_go_to_stderr(tiny_checkpoint, unlabeled, tmp_path, capsys):
     args = _cleanse_args(tiny_checkpoint, unlabeled, tmp_path / "run", 2)
     args.remove("--json")
-    assert main(args) == 0
+    assert main(args) in (0, EXIT_RUINED)  # a short run (or a random tiny teacher) may be judged ruined: exit 3
     out, err = capsys.readouterr()
     assert "epoch   1/2" in err and "epoch   1/2" not in out
     assert out.splitlines()[0].startswith("done in ")  # stdout holds the result only

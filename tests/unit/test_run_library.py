@@ -26,6 +26,7 @@ from bcu_gui.core.run_library import find_run_folders, read_curves, read_record,
 from bcu_gui.core.errors import ConfigError
 from bcu_gui.core.watch import RunFollower
 from bcu_gui.demo import demo_dir
+from bcu_gui.core.outcome import EXIT_RUINED
 
 IMAGES = 32
 
@@ -223,7 +224,7 @@ def test_follow_a_live_bcu_cleanse_to_its_end(small_demo, tmp_path):
     finally:
         _, err = proc.communicate(timeout=60)
         watched, _ = watch.communicate(timeout=60)
-    assert proc.returncode == 0, err
+    assert proc.returncode in (0, EXIT_RUINED), err  # a short run (or a random tiny teacher) may be judged ruined: exit 3
     lines = [json.loads(line) for line in watched.splitlines()]
     assert watch.returncode == 0 and lines[-1]["state"] == "finished"
     assert [r["epoch"] for r in lines if r["event"] == "epoch"] == list(range(1, 13))

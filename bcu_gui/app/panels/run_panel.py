@@ -188,6 +188,11 @@ def scan_table(summary: RunSummary) -> str:
             f"<td><b>{pct(c.proxy_asr) if c else 'n/a'}</b></td></tr></table>")
 
 
+# The verdict line's colour by outcome kind (core/outcome.py): green only for a verified removal.
+VERDICT_COLOURS = {"removed": "#1b7a2f", "remains": "#b00020", "ruined": "#b00020", "unverified": "#8a5a00",
+                   "stopped": "#555555"}
+
+
 class SummaryBox(QGroupBox):
     """Teacher vs cleansed ACC/ASR, time and where the run was saved; earlier runs of this session stay listed."""
 
@@ -236,7 +241,11 @@ class SummaryBox(QGroupBox):
         # why this student: said when a rule ranked the epochs, or could not (last and EMA say it in their name)
         ranked = summary.kept in ("best", "proxy") or summary.kept_reason.startswith("no epoch")
         why = f": {html.escape(summary.kept_reason)}" if ranked and summary.kept_reason else ""
+        outcome = summary.outcome()
+        colour = VERDICT_COLOURS.get(outcome.kind, "black")
         self.show_text(
+            f"<p style='color:{colour}'><b>{html.escape(outcome.headline[:1].upper() + outcome.headline[1:])}"
+            "</b></p>"
             "<table cellspacing='0' cellpadding='2'>"
             "<tr><td></td><td><b>ACC</b></td><td><b>ASR</b></td></tr>"
             f"<tr><td>Teacher&nbsp;</td><td>{pct(teacher.acc)}&nbsp;&nbsp;</td>"
