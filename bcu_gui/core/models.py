@@ -19,7 +19,7 @@ from torch import nn
 from .archs import ArchSpec, infer_architecture
 from .checkpoints import RawCheckpoint, read_checkpoint
 from .errors import ArchitectureError, CheckpointError, ConfigError
-from .normalization import PRESETS, Normalization, dataset_settings, from_metadata, parse_normalization
+from .normalization import PRESETS, Normalization, dataset_rule, from_metadata, parse_normalization
 from .reinit import DEFAULT_INIT_RULE, default_init
 from .scripted import ScriptedModel, eager_equivalent
 
@@ -113,17 +113,18 @@ def _refuse_non_finite(module: nn.Module, path: Path) -> None:
                               "a model like that cannot be measured or cleansed")
 
 
-def _dataset(meta: dict, notes: list[str]) -> tuple[str, Normalization, int] | None:
-    """The dataset the checkpoint names, with the statistics and input size its code uses."""
+def _dataset(meta: dict, notes: list[str]) -> tuple[str, Normalization, int, str] | None:
+    """The dataset the checkpoint names, with the statistics and input size its code uses and the rule that
+    chose them (shown by `bcu inspect`)."""
     name = meta.get("dataset")
-    if not name:
+    if not name or not isinstance(name, str):
         return None
-    known = dataset_settings(name)
+    known = dataset_rule(name)
     if known is None:
         if from_metadata(meta) is None:  # it would have mattered: say why the dataset was not used
             notes.append(f"the checkpoint names the dataset '{name}', whose normalisation is not known here")
         return None
-    return name, known[0], known[1]
+    return name, known[0], known[1], known[2]
 
 
 def _from_state_dict(raw: RawCheckpoint, arch: str | None, named_by_user: bool, notes: list[str],
@@ -234,8 +235,7 @@ def _normalization(override: str | Normalization | None, meta: dict, dataset: tu
         sources["normalisation"] = "the checkpoint's metadata"
         return stated
     if dataset is not None:
-        sources["normalisation"] = (f"the dataset it names ('{dataset[0]}', with BackdoorBench's statistics "
-                                    "for it)")
+        sources["normalisation"] = f"the dataset it names ('{dataset[0]}'; chosen by {dataset[3]})"
         return dataset[1]
     if spec is not None:
         sources["normalisation"] = f"{spec.name}'s default"

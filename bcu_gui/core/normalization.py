@@ -55,10 +55,29 @@ _DATASET_ALIASES = {"cifar-10": "cifar10", "cifar_10": "cifar10", "cifar-100": "
                     "imagenet1k": "imagenet", "imagenet-1k": "imagenet"}
 
 
-def dataset_settings(name: str) -> tuple[Normalization, int] | None:
-    """(normalisation, input size) for a dataset name a checkpoint carries, or None when it is not known."""
+def dataset_rule(name: str) -> tuple[Normalization, int, str] | None:
+    """(normalisation, input size, the rule that chose them, in words) for a dataset name a checkpoint carries,
+    or None when it is not known.
+
+    Exact names (and their spellings) first. Then the rule both producers apply to the rest: the BCU authors'
+    code (``get_dataset_norm_stats``) gives ImageNet's statistics to *any* name containing "imagenet" and 224
+    pixels to names containing "imagenet10" (their ImageNet-10 subset, e.g. ``resnet18comp`` files), so such a
+    file is never read with CIFAR-10 statistics.
+    """
     key = name.strip().lower()
-    return DATASETS.get(_DATASET_ALIASES.get(key, key))
+    canonical = _DATASET_ALIASES.get(key, key)
+    if canonical in DATASETS:
+        norm, size = DATASETS[canonical]
+        how = "its name" if canonical == key else f"its name, read as '{canonical}'"
+        return norm, size, f"{how}, with BackdoorBench's statistics for it"
+    if "tiny" in key and "imagenet" in key:
+        norm, size = DATASETS["tiny"]
+        return norm, size, "a name containing 'tiny' and 'imagenet' (Tiny-ImageNet's statistics, 64 pixels)"
+    if "imagenet" in key:
+        return (PRESETS["imagenet"], 224,
+                "a name containing 'imagenet' (the BCU authors' and BackdoorBench's rule: ImageNet statistics, "
+                "224 pixels)")
+    return None
 
 
 def _triple(values: list[float], what: str) -> tuple[float, float, float]:

@@ -171,6 +171,31 @@ def test_backdoorbench_torchvision_resnet18_on_gtsrb(tmp_path):
     assert model.normalization == PRESETS["none"]  # BackdoorBench does not normalise GTSRB
 
 
+def test_bcu_authors_imagenet10_attack_result_gets_imagenet_statistics(tmp_path):
+    """The BCU authors' ImageNet-10 files (resnet18comp, clean_data 'imagenet10') were read with CIFAR-10
+    statistics; their code gives every name containing 'imagenet' ImageNet's (issue 22.9)."""
+    torch.manual_seed(0)
+    net = fh.BcuResNet18Comp(width=8).eval()
+    path = tmp_path / "attack_result.pt"
+    fh.write_backdoorbench(path, "resnet18comp", net, "imagenet10", 10, img_size=(224, 224, 3), bd_test={})
+    model = load_model(path)
+    assert model.normalization == PRESETS["imagenet"]
+    assert "imagenet10" in model.sources["normalisation"] and "containing 'imagenet'" in model.sources["normalisation"]
+
+
+@pytest.mark.parametrize("name, preset, size", [("ImageNet10", "imagenet", 224), ("imagenet-subset", "imagenet", 224),
+                                                ("tiny_imagenet200", "tiny-imagenet", 64), ("CIFAR-10", None, 32),
+                                                ("mnist", "mnist", 28)])
+def test_every_dataset_name_the_two_producers_write_is_mapped(name, preset, size):
+    from bcu_gui.core.normalization import dataset_rule
+
+    norm, got_size, rule = dataset_rule(name)
+    assert got_size == size and rule
+    if preset is not None:
+        assert norm.name == preset or norm == PRESETS.get(preset)
+    assert dataset_rule("svhn") is None
+
+
 def test_dataset_named_in_lightning_hyper_parameters_sets_normalisation(tmp_path):
     net = fh.KuangliuResNet18(num_classes=100, width=8)
     path = tmp_path / "model.ckpt"
