@@ -65,7 +65,8 @@ _UNSAFE_GLOBAL = re.compile(r"GLOBAL (\S+) (?:was not an allowed global|whose mo
 # torch's safe_globals context edits one process-wide list: two loads in parallel threads would remove each
 # other's entries mid-load, so weights-only loads take turns.
 _SAFE_LOAD_LOCK = threading.Lock()
-_TRUST_ADVICE = ("load it only if you trust where it came from (--trust-checkpoint in the CLI, "
+_TRUST_ADVICE = ("load it only if you trust where it came from (--trust-checkpoint in the CLI, on the command "
+                 "line also with --resume or --config: a run's config.json never grants it; "
                  "'Trust and load' in the app)")
 
 
