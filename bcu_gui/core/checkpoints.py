@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from . import atomic
+from . import untrusted
 from .archs import split_prefix
 from .errors import BcuError, CheckpointError, UntrustedCheckpointError
 from .normalization import PRESETS, parse_normalization
@@ -124,8 +125,10 @@ def read_sidecar(path: str | Path) -> dict:
     for candidate in (path.with_name(path.name + ".json"), path.with_suffix(".json")):
         if candidate == path or not candidate.is_file():
             continue
-        try:
-            text = candidate.read_text(encoding="utf-8-sig")  # Windows editors may add a BOM
+        try:  # a regular file, not a link, of a sane size (core/untrusted.py); a BOM (Windows editors) is skipped
+            text = untrusted.read_text(candidate.parent, candidate.name, untrusted.MAX_JSON_BYTES)
+        except untrusted.UntrustedFileError as exc:
+            raise CheckpointError(f"cannot read the metadata file {candidate.name}: it {exc.reason}") from None
         except (OSError, UnicodeDecodeError) as exc:
             raise CheckpointError(f"cannot read the metadata file {candidate.name}: {_one_line(exc)}") from exc
         try:
