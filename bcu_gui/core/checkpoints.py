@@ -138,6 +138,8 @@ def read_sidecar(path: str | Path) -> dict:
                 f"the metadata file {candidate.name} is not valid JSON (line {exc.lineno}, column {exc.colno}: "
                 f"{exc.msg})"
             ) from exc
+        except (RecursionError, ValueError, MemoryError) as exc:  # nesting too deep, a number too long
+            raise CheckpointError(f"the metadata file {candidate.name} cannot be read ({type(exc).__name__})") from None
         if not isinstance(data, dict):
             raise CheckpointError(
                 f"the metadata file {candidate.name} must hold a JSON object such as "

@@ -56,7 +56,7 @@ class UntrustedFileError(ConfigError):
     def __init__(self, path: str | Path, reason: str) -> None:
         self.path = Path(path)
         self.reason = " ".join(str(reason).split())[:300]  # one line, whatever the reason held
-        super().__init__(f"{self.path}: {self.reason}")
+        super().__init__(f"{self.path} {self.reason}")  # reasons read on from the name: "... is a symbolic link"
 
 
 def _parts(name: str | PurePath) -> list[str]:
@@ -84,7 +84,7 @@ def _open_fd(base: Path, name: str | PurePath) -> Iterator[tuple[int, os.stat_re
             try:
                 fds.append(os.open(base, os.O_RDONLY | _O_DIRECTORY))
             except OSError as exc:
-                raise UntrustedFileError(base, f"cannot be opened: {exc.strerror or exc}") from None
+                raise UntrustedFileError(base, f"cannot be opened ({exc.strerror or exc})") from None
             for i, part in enumerate(parts):
                 last = i == len(parts) - 1
                 flags = os.O_RDONLY | _O_NOFOLLOW | (_O_NONBLOCK if last else _O_DIRECTORY)
@@ -96,7 +96,7 @@ def _open_fd(base: Path, name: str | PurePath) -> Iterator[tuple[int, os.stat_re
                 except OSError as exc:
                     if os.path.islink(here):
                         raise UntrustedFileError(here, _describe_link(here)) from None
-                    raise UntrustedFileError(here, f"cannot be opened: {exc.strerror or exc}") from None
+                    raise UntrustedFileError(here, f"cannot be opened ({exc.strerror or exc})") from None
             fd = fds[-1]
         else:  # no openat (Windows): check every component, then open
             for i in range(len(parts)):
@@ -147,7 +147,7 @@ def read_bytes(base: str | Path, name: str | PurePath, max_bytes: int = MAX_JSON
                 if total > max_bytes:
                     raise UntrustedFileError(path, f"grew past {max_bytes:,} bytes while read; not read")
         except OSError as exc:
-            raise UntrustedFileError(path, f"cannot be read: {exc.strerror or exc}") from None
+            raise UntrustedFileError(path, f"cannot be read ({exc.strerror or exc})") from None
         return b"".join(chunks)
 
 
