@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,9 +64,14 @@ def cache_key(root: Path, files: Sequence[Path], size: int) -> str:
 
 def _stamp(path: Path) -> str:
     """Size, mtime and a hash of the first and last bytes of ``path``: what a cache key holds of one file."""
-    try:
-        with open(path, "rb") as fh:
+    try:  # non-blocking open and a regular-file check: a FIFO named like an image never hangs the key
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+        with open(fd, "rb") as fh:
             st = os.fstat(fh.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                return "not a file"
+            if hasattr(os, "set_blocking"):
+                os.set_blocking(fd, True)
             head = fh.read(_EDGE)
             tail = b""
             if st.st_size > _EDGE:

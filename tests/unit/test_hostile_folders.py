@@ -92,9 +92,9 @@ def test_resume_does_not_take_trust_from_the_run_folder(tmp_path, capsys):
     run = _unfinished_run(tmp_path / "run", checkpoint=str(_evil_checkpoint(tmp_path / "model.pt", marker)),
                           unlabeled=str(_images(tmp_path / "unl")), trust_checkpoint=True)
     assert main(["cleanse", "--resume", str(run)]) == 2
+    assert not marker.exists()
     line = _one_error_line(capsys.readouterr().err)
     assert "--trust-checkpoint" in line and "config.json never grants it" in line
-    assert not marker.exists()
 
 
 def test_config_file_does_not_take_trust_either(tmp_path, capsys):
@@ -102,8 +102,8 @@ def test_config_file_does_not_take_trust_either(tmp_path, capsys):
     run = _unfinished_run(tmp_path / "shared", checkpoint=str(_evil_checkpoint(tmp_path / "model.pt", marker)),
                           unlabeled=str(_images(tmp_path / "unl")), trust_checkpoint=True)
     assert main(["cleanse", "--config", str(run / "config.json"), "--out", str(tmp_path / "new")]) == 2
-    assert "--trust-checkpoint" in _one_error_line(capsys.readouterr().err)
     assert not marker.exists()
+    assert "--trust-checkpoint" in _one_error_line(capsys.readouterr().err)
 
 
 def test_relative_paths_in_a_config_are_refused_not_read_from_here(tmp_path, capsys, monkeypatch):
@@ -113,9 +113,9 @@ def test_relative_paths_in_a_config_are_refused_not_read_from_here(tmp_path, cap
     run = _unfinished_run(tmp_path / "run", checkpoint="model.pt", unlabeled="unl", trust_checkpoint=True)
     monkeypatch.chdir(tmp_path)  # where the relative names would find the attacker's files
     assert main(["cleanse", "--resume", str(run), "--trust-checkpoint"]) == 2
+    assert not marker.exists()
     line = _one_error_line(capsys.readouterr().err)
     assert "relative path (model.pt)" in line and "absolute path" in line
-    assert not marker.exists()
 
 
 def test_paths_are_made_absolute_before_they_are_recorded(tmp_path, monkeypatch):
@@ -125,8 +125,14 @@ def test_paths_are_made_absolute_before_they_are_recorded(tmp_path, monkeypatch)
     assert cfg.cache_dir == str(tmp_path / "c") and cfg.eval_clean == str(Path("~/clean").expanduser())
 
 
-def test_a_missing_checkpoint_or_folder_is_said_before_anything_is_loaded(tmp_path, capsys):
-    run = _unfinished_run(tmp_path / "run", checkpoint=str(tmp_path / "gone.pt"), unlabeled=str(tmp_path / "unl"))
+def test_a_missing_image_folder_is_said_before_the_checkpoint_is_loaded(tmp_path, capsys):
+    marker = tmp_path / "PWNED"
+    run = _unfinished_run(tmp_path / "run", checkpoint=str(_evil_checkpoint(tmp_path / "model.pt", marker)),
+                          unlabeled=str(tmp_path / "moved-away"))
+    assert main(["cleanse", "--resume", str(run), "--trust-checkpoint"]) == 2
+    assert not marker.exists()  # even a trusted checkpoint is not opened for a run that cannot start
+    assert "unlabelled image folder" in _one_error_line(capsys.readouterr().err)
+    run = _unfinished_run(tmp_path / "run2", checkpoint=str(tmp_path / "gone.pt"), unlabeled=str(tmp_path))
     assert main(["cleanse", "--resume", str(run)]) == 2
     assert "gone.pt does not exist" in _one_error_line(capsys.readouterr().err)
 
