@@ -396,9 +396,12 @@ def check_sweep_folder(folder: str | Path, spec: SweepSpec, base: CleanseConfig)
         raise ConfigError(f"{path} holds another sweep (its spec differs: "
                           f"{_differences(saved.get('spec') if isinstance(saved, dict) else None, mine['spec'])}); "
                           f"run it with its own settings to continue it, or choose a new folder, e.g. {other}")
-    if saved.get("settings") != mine["settings"]:
+    theirs = saved.get("settings")
+    if isinstance(theirs, dict):  # trust is decided anew each time; a sweep begun before that recorded it
+        theirs = {k: v for k, v in theirs.items() if k != "trust_checkpoint"}
+    if theirs != mine["settings"]:
         raise ConfigError(f"{path} holds the same sweep with other shared settings "
-                          f"({_differences(saved.get('settings'), mine['settings'])}); "
+                          f"({_differences(theirs, mine['settings'])}); "
                           f"choose a new folder, e.g. {other}")
     return True
 

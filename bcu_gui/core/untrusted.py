@@ -83,6 +83,8 @@ def _open_fd(base: Path, name: str | PurePath) -> Iterator[tuple[int, os.stat_re
         if _DIR_FD:
             try:
                 fds.append(os.open(base, os.O_RDONLY | _O_DIRECTORY))
+            except FileNotFoundError:
+                raise
             except OSError as exc:
                 raise UntrustedFileError(base, f"cannot be opened ({exc.strerror or exc})") from None
             for i, part in enumerate(parts):
