@@ -468,3 +468,12 @@ def test_the_guard_refuses_links_fifos_and_oversized_files(tmp_path):
         untrusted.read_json(tmp_path, "none.json")
     error = untrusted.UntrustedFileError(tmp_path / "x", "line one\nline two")
     assert "\n" not in str(error) and isinstance(error, untrusted.ConfigError)
+
+
+def test_the_apps_launched_run_says_trust_on_the_command_line(tmp_path):
+    from bcu_gui import launcher
+
+    cfg = CleanseConfig(checkpoint=str(tmp_path / "m.pt"), unlabeled=str(tmp_path / "u"), out=str(tmp_path / "r"),
+                        trust_checkpoint=True)
+    for run in (launcher.LaunchedRun(cfg, 2), launcher.LaunchedRun(cfg, 2, resume=True)):
+        assert "--trust-checkpoint" in run.arguments(tmp_path / "s.json")  # the settings file cannot grant it
