@@ -3,6 +3,8 @@
 A record is read from the run's small JSON files only (``config.json``, ``summary.json``, ``running.json``,
 ``failed.json``, and ``metrics.jsonl`` for a run with no summary yet); never from ``resume.pt`` or a model,
 which may be large and are never unpickled here. So listing thousands of runs costs a few small reads each.
+Each is read as a stranger's file (core/untrusted.py): a linked, piped, oversized, deeply nested or
+non-finite ``config.json`` is one damaged row saying so, never a hung or empty library.
 
 Folders that are not runs (a user's own files, a config that is not a run's) are skipped; a run folder whose
 files are damaged is still listed, with status ``damaged`` and what is wrong in ``note``: a library never
