@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p, optional=True)
     p.add_argument("--unlabeled", metavar="DIR", help="unlabelled images to distil on (required for a new run)")
     p.add_argument("--resume", metavar="RUN_DIR",
-                   help="continue an unfinished run (stopped, killed, crashed) from its last completed epoch")
+                   help="continue an unfinished run (stopped, killed, crashed) from its last completed epoch "
+                        "(a pickled checkpoint needs --trust-checkpoint again: trust is never read from the folder)")
     p.add_argument("--config", metavar="FILE",
                    help="repeat a run: the settings of a run's config.json (or its folder) into a new --out")
     _cleanse_args(p)
@@ -392,10 +393,11 @@ def _config_of_run(args: argparse.Namespace):
         if changed:
             raise ConfigError(f"a resumed run keeps its settings; {', '.join(changed)} cannot change them "
                               "(repeat it with --config RUN_DIR/config.json to change settings)")
-        return cfg
+        return _trust_from_command_line(cfg, args)
     source = Path(args.config)
     cfg = CleanseConfig.from_run(source if source.is_dir() else source.parent, out=args.out) \
         if source.is_dir() or source.name == "config.json" else CleanseConfig.from_file(source, args.out)
+    _trust_from_command_line(cfg, args)
     for key, value in {"preset": args.preset, "epochs": args.epochs, "batch_size": args.batch_size,
                        "lr": args.lr, "feature_space": args.feature_space,
                        "feature_sample": args.feature_sample}.items():
@@ -407,6 +409,13 @@ def _config_of_run(args: argparse.Namespace):
         cfg.device = args.device
     for key, value in bigdata_settings(args).items():
         setattr(cfg, key, value)
+    return cfg
+
+
+def _trust_from_command_line(cfg, args: argparse.Namespace):
+    """Trust in the checkpoint comes from this command line only, never from a config file (which anyone who
+    can write the run folder wrote): a saved ``trust_checkpoint`` was dropped on reading (CleanseConfig.from_file)."""
+    cfg.trust_checkpoint = bool(args.trust_checkpoint)
     return cfg
 
 

@@ -159,6 +159,8 @@ class LaunchedRun:
             args = ["cleanse", "--config", str(settings_file), "--out", str(self.config.out)]
             if self.scan:
                 args.append("--scan")
+        if self.config.trust_checkpoint:  # the person trusted it in the app; a settings file cannot say so
+            args.append("--trust-checkpoint")
         return [*args, "--json", NPROC, str(self.processes)]
 
     def events(self):
@@ -171,7 +173,8 @@ class LaunchedRun:
 
         with tempfile.TemporaryDirectory(prefix="bcu-launch-") as tmp:
             settings = Path(tmp) / "settings.json"
-            settings.write_text(json.dumps({**self.config.to_dict(), "out": None}), encoding="utf-8")
+            settings.write_text(json.dumps({**self.config.with_absolute_paths().to_dict(), "out": None}),
+                                encoding="utf-8")  # absolute: a settings file names no path relative to anywhere
             self._proc = proc = subprocess.Popen(
                 [sys.executable, "-m", "bcu_gui.cli", *self.arguments(settings)], env=torchrun_env(self.processes),
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",

@@ -9,7 +9,6 @@ view or a run library would be siblings of this class, not new branches in the w
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable
 
@@ -23,6 +22,7 @@ from ..core.eval_schedule import describe_scope
 from ..core.events import EpochEnd, Event, Failed, FeatureFrame, Finished, Log, Paused, Resumed, Started, Step
 from ..core.job import CleanseConfig, CleanseJob
 from ..core.models import LoadedModel
+from ..core import untrusted
 from ..core.runs import MODEL_STEM, model_files, save_model
 from . import dialogs
 from .feature_view import FeatureView
@@ -424,10 +424,11 @@ class RunView(QObject):
         sidecar = self.result_dir / f"{MODEL_STEM}.json"
         try:
             with wait_cursor():
+                untrusted.check_file(self.result_dir, source.name)  # a regular file, not a link planted there
                 state = torch.load(source, map_location="cpu", weights_only=True)
                 student = self._run_model.fresh(0)
                 student.load_state_dict(state)
-                meta = json.loads(sidecar.read_text()) if sidecar.is_file() else self._run_model.metadata()
+                meta = untrusted.read_json_or_none(self.result_dir, sidecar.name) or self._run_model.metadata()
                 files = save_model(student, path, meta)
         except OSError as exc:
             dialogs.error(self._window, "Cannot save the cleansed model", _write_failure(exc, path))

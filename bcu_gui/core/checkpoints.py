@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from . import atomic
+from . import untrusted
 from .archs import split_prefix
 from .errors import BcuError, CheckpointError, UntrustedCheckpointError
 from .normalization import PRESETS, parse_normalization
@@ -65,7 +66,8 @@ _UNSAFE_GLOBAL = re.compile(r"GLOBAL (\S+) (?:was not an allowed global|whose mo
 # torch's safe_globals context edits one process-wide list: two loads in parallel threads would remove each
 # other's entries mid-load, so weights-only loads take turns.
 _SAFE_LOAD_LOCK = threading.Lock()
-_TRUST_ADVICE = ("load it only if you trust where it came from (--trust-checkpoint in the CLI, "
+_TRUST_ADVICE = ("load it only if you trust where it came from (--trust-checkpoint in the CLI, on the command "
+                 "line also with --resume or --config: a run's config.json never grants it; "
                  "'Trust and load' in the app)")
 
 
@@ -123,8 +125,10 @@ def read_sidecar(path: str | Path) -> dict:
     for candidate in (path.with_name(path.name + ".json"), path.with_suffix(".json")):
         if candidate == path or not candidate.is_file():
             continue
-        try:
-            text = candidate.read_text(encoding="utf-8-sig")  # Windows editors may add a BOM
+        try:  # a regular file, not a link, of a sane size (core/untrusted.py); a BOM (Windows editors) is skipped
+            text = untrusted.read_text(candidate.parent, candidate.name, untrusted.MAX_JSON_BYTES)
+        except untrusted.UntrustedFileError as exc:
+            raise CheckpointError(f"cannot read the metadata file {candidate.name}: it {exc.reason}") from None
         except (OSError, UnicodeDecodeError) as exc:
             raise CheckpointError(f"cannot read the metadata file {candidate.name}: {_one_line(exc)}") from exc
         try:
@@ -134,6 +138,8 @@ def read_sidecar(path: str | Path) -> dict:
                 f"the metadata file {candidate.name} is not valid JSON (line {exc.lineno}, column {exc.colno}: "
                 f"{exc.msg})"
             ) from exc
+        except (RecursionError, ValueError, MemoryError) as exc:  # nesting too deep, a number too long
+            raise CheckpointError(f"the metadata file {candidate.name} cannot be read ({type(exc).__name__})") from None
         if not isinstance(data, dict):
             raise CheckpointError(
                 f"the metadata file {candidate.name} must hold a JSON object such as "

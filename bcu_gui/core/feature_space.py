@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import time
 import zipfile
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ import torch
 from torch import nn
 
 from . import atomic
+from . import untrusted
 from .data import to_model_input
 from .devices import ComputePlan
 from .errors import ConfigError
@@ -286,16 +288,19 @@ def load_frames(run_dir: str | Path) -> FeatureRecord | None:
     A damaged file is an error with the file's name in it, not a traceback from NumPy.
     """
     path = Path(run_dir) / FEATURES_FILE
-    if not path.exists():
+    if not os.path.lexists(path):
         return None
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            epochs = [int(e) for e in data["epochs"]]
-            clean, triggered = data["clean"], data["triggered"]
-            at = [None if np.isnan(v) else float(v) for v in data["at_target"]]
-            classes = np.asarray(data["classes"], np.int64)
-            meta = json.loads(str(data["meta"]))
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+    try:  # read as a stranger's file: no link, no pickle, decompressed sizes capped (core/untrusted.py)
+        data = untrusted.load_npz(run_dir, FEATURES_FILE)
+        epochs = [int(e) for e in data["epochs"]]
+        clean, triggered = data["clean"], data["triggered"]
+        at = [None if np.isnan(v) else float(v) for v in data["at_target"]]
+        classes = np.asarray(data["classes"], np.int64)
+        meta = untrusted.parse_json(str(data["meta"]), path / "meta", expect=None)
+    except untrusted.UntrustedFileError as exc:
+        raise ConfigError(f"cannot read the feature frames in {path}: {exc.reason}") from None
+    except (OSError, ValueError, KeyError, EOFError, TypeError, IndexError, OverflowError,
+            zipfile.BadZipFile) as exc:
         raise ConfigError(f"cannot read the feature frames in {path}: {exc}") from None
     if not (len(clean) == len(triggered) == len(epochs) == len(at)) or clean.shape[1:] != (len(classes), 2) \
             or triggered.ndim != 3 or triggered.shape[2] != 2:

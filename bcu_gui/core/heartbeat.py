@@ -16,7 +16,6 @@ that fails (a full disk) is ignored: a sign of life must never kill the run it d
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import threading
@@ -25,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import atomic
+from . import untrusted
 
 HEARTBEAT_FILE = "running.json"
 FAILED_FILE = "failed.json"
@@ -67,13 +67,13 @@ class HeartbeatInfo:
 def read_heartbeat(run_dir: str | Path) -> HeartbeatInfo | None:
     """``running.json`` of ``run_dir``; None when absent or unreadable (a damaged file is not a sign of life)."""
     try:
-        data = json.loads((Path(run_dir) / HEARTBEAT_FILE).read_text(encoding="utf-8"))
+        data = untrusted.read_json(run_dir, HEARTBEAT_FILE)
         return HeartbeatInfo(pid=int(data["pid"]), host=str(data["host"]), started=float(data["started"]),
                              beat=float(data["beat"]), beats=int(data.get("beats", 0)),
                              interval=float(data.get("interval", BEAT_SECONDS)), epoch=int(data.get("epoch", 0)),
                              epochs=int(data.get("epochs", 0)),
                              epoch_seconds=(float(data["epoch_seconds"]) if data.get("epoch_seconds") else None))
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, OverflowError, untrusted.UntrustedFileError):
         return None
 
 
@@ -87,7 +87,7 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    except OSError:
+    except (OSError, OverflowError):  # OverflowError: a pid no process can have (a hostile running.json)
         return False
     return True
 
@@ -113,10 +113,10 @@ class FailureInfo:
 
 def read_failure(run_dir: str | Path) -> FailureInfo | None:
     try:
-        data = json.loads((Path(run_dir) / FAILED_FILE).read_text(encoding="utf-8"))
+        data = untrusted.read_json(run_dir, FAILED_FILE)
         return FailureInfo(message=str(data["message"]), kind=str(data.get("kind", "internal")),
                            time=float(data.get("time", 0.0)))
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, OverflowError, untrusted.UntrustedFileError):
         return None
 
 

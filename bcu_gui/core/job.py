@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import json
 import math
+import os
 import threading
 import time
 import traceback
@@ -29,6 +29,7 @@ from . import atomic
 from . import distributed
 from . import resume as resume_points
 from . import training
+from . import untrusted
 from .batching import BatchChoice, choose_batch_size, steps_per_epoch
 from .bundled import resolve_eval_sets
 from .devices import PRECISIONS, plan_compute
@@ -52,6 +53,7 @@ from .training import Distiller, RunHook, RunState, StepThrottle, distillation_l
 
 EMA_STEM = "ema"  # the moving-average weights, saved beside the cleansed model as ema.pt / .safetensors
 RESOLVED_KEY = "resolved"  # what config.json records beside the settings: ratios, model, device as used
+PATH_SETTINGS = ("checkpoint", "unlabeled", "eval_clean", "eval_poisoned", "cache_dir")  # stored absolute
 
 
 @dataclass
@@ -152,23 +154,53 @@ class CleanseConfig:
     def from_run(cls, run_dir: str | Path, out: str | None = None) -> "CleanseConfig":
         """The config of an earlier run, to repeat it; ``out`` names the new run's folder (default: a new one)."""
         path = Path(run_dir) / "config.json"
-        if not path.exists():
+        if not os.path.lexists(path):
             raise ConfigError(f"{run_dir} is not a run folder: it has no config.json")
         return cls.from_file(path, out)
 
     @classmethod
     def from_file(cls, path: str | Path, out: str | None = None) -> "CleanseConfig":
-        """Settings saved as JSON (a run's ``config.json``, or a copy under another name), into folder ``out``."""
+        """Settings saved as JSON (a run's ``config.json``, or a copy under another name), into folder ``out``.
+
+        The file is read as a stranger's (core/untrusted.py), and two things in it are never taken on its word:
+        ``trust_checkpoint`` is always False (trust is the person's decision now: ``--trust-checkpoint`` or
+        the app's question), and every path must be absolute (this version writes them so): a relative one
+        would be read against wherever the command runs now, i.e. other images or another checkpoint.
+        """
         path = Path(path)
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = untrusted.read_json(path.parent, path.name)
         except FileNotFoundError:
             raise ConfigError(f"{path} does not exist") from None
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"cannot read {path}: {exc}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path} does not hold a config")
-        return dataclasses.replace(cls.from_dict(data), out=out)
+        except OSError as exc:
+            raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+        data.pop("trust_checkpoint", None)
+        relative = [k for k in PATH_SETTINGS if isinstance(data.get(k), str) and data[k]
+                    and not Path(data[k]).expanduser().is_absolute()]
+        if relative:
+            key = relative[0]
+            raise ConfigError(f"{path} names its {key.replace('_', ' ')} by a relative path ({data[key]}), which "
+                              "would be read from wherever bcu runs now; write its absolute path into the file "
+                              "(this version records absolute paths), or start a new run")
+        try:
+            cfg = cls.from_dict(data)
+        except TypeError as exc:
+            raise ConfigError(f"{path} does not hold a config this version reads ({exc})") from None
+        return dataclasses.replace(cfg, out=out)
+
+    def with_absolute_paths(self) -> "CleanseConfig":
+        """A copy whose file and folder settings are absolute (resolved against the current folder), so the
+        run's ``config.json`` names the same files whatever folder it is resumed or repeated from."""
+        changes = {k: str(Path(v).expanduser().absolute()) for k in PATH_SETTINGS
+                   if isinstance(v := getattr(self, k), str) and v}
+        return dataclasses.replace(self, **changes)
+
+    def check_inputs_exist(self) -> None:
+        """The checkpoint and image folders exist (before anything is loaded from any of them)."""
+        if not Path(self.checkpoint).expanduser().is_file():
+            raise ConfigError(f"the checkpoint {self.checkpoint} does not exist (or is not a file)")
+        if not Path(self.unlabeled).expanduser().is_dir():
+            raise ConfigError(f"the unlabelled image folder {self.unlabeled} does not exist (or is not a folder)")
 
 
 def temperature(config: CleanseConfig, epoch: int) -> float:
@@ -286,7 +318,7 @@ class CleanseJob:
         return save_model(student, path, metadata)
 
     def _run(self) -> Iterator[Event]:
-        cfg = self.config
+        cfg = self.config = self.config.with_absolute_paths()
         cfg.validate()
         if cfg.keep == "proxy" and self._writes and not any("proxy_asr" in h.provides for h in self._hooks):
             raise ConfigError("keeping the lowest-proxy-ASR epoch needs a trigger scan's proxy ASR every epoch, "
@@ -296,6 +328,8 @@ class CleanseJob:
         # before anything slow: a folder holding earlier work is never overwritten
         continuing = self._decide(lambda: self._check_out(cfg)) if cfg.out else False
         plan = plan_compute(str(self._dist.device) if self._dist else cfg.device, cfg.precision, cfg.channels_last)
+        if self._model is None:  # nothing is loaded before every input is known to be there
+            cfg.check_inputs_exist()
         if self._model is None:  # a model handed in was already described by whoever loaded it
             yield Log(message=f"loading {cfg.checkpoint}")
             self._model = load_model(cfg.checkpoint, arch=cfg.arch, trust=cfg.trust_checkpoint,

@@ -22,13 +22,15 @@ import base64
 import csv
 import datetime as _dt
 import html
+import io
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from . import atomic, report_charts
+from . import atomic, report_charts, untrusted
 from .environment import ENVIRONMENT_FILE
 from .errors import ConfigError
 from .summary import RunSummary
@@ -75,16 +77,11 @@ class RunRecord:
 
 
 def _read_json(path: Path, problems: list[str]) -> Any:
-    if not path.is_file():
+    """A JSON value of the run folder, read as a stranger's file (core/untrusted.py: no links, regular files,
+    capped, strict); what is wrong with it becomes a line of ``problems``, never a failed report."""
+    if not os.path.lexists(path):
         return None
-    try:
-        if path.stat().st_size > MAX_JSON_BYTES:
-            problems.append(f"{path.name} is larger than {MAX_JSON_BYTES >> 20} MB and was not read")
-            return None
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        problems.append(f"{path.name} could not be read: {exc}")
-        return None
+    return untrusted.read_json_or_none(path.parent, path.name, None, problems, MAX_JSON_BYTES)
 
 
 def _dict_or_none(value: Any, name: str, problems: list[str]) -> dict[str, Any] | None:
@@ -96,13 +93,13 @@ def _dict_or_none(value: Any, name: str, problems: list[str]) -> dict[str, Any] 
 
 def is_run_folder(path: Path) -> bool:
     """A BCU run folder: ``config.json`` holding a config (a ``checkpoint`` key) or a ``summary.json``."""
-    if (path / "summary.json").is_file():
+    if os.path.lexists(path / "summary.json"):  # even a damaged or linked one: the report says what is wrong
         return True
-    try:
-        data = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    if not os.path.lexists(path / "config.json"):
         return False
-    return isinstance(data, dict) and "checkpoint" in data
+    problems: list[str] = []
+    data = untrusted.read_json_or_none(path, "config.json", dict, problems)
+    return bool(problems) or (isinstance(data, dict) and "checkpoint" in data)
 
 
 def read_run(path: str | Path) -> RunRecord:
@@ -127,32 +124,26 @@ def read_run(path: str | Path) -> RunRecord:
     rec.unfinished = (folder / "resume.pt").is_file()
     for phase, _ in SCAN_PHASES:
         scan_dir = folder / "scan" / phase
-        if scan_dir.is_dir():
-            rec.scans[phase] = {"json": _dict_or_none(_read_json(scan_dir / "scan.json", p), f"scan/{phase}/scan.json", p),
-                                "pictures": _read_pictures(scan_dir, p)}
+        if scan_dir.is_dir():  # read below ``folder``: a linked scan/ or scan/<phase> is refused, not followed
+            found = untrusted.read_json_or_none(folder, f"scan/{phase}/scan.json", None, p, MAX_JSON_BYTES)
+            rec.scans[phase] = {"json": _dict_or_none(found, f"scan/{phase}/scan.json", p),
+                                "pictures": _read_pictures(folder, phase, p)}
     return rec
 
 
 def _read_metrics(path: Path, problems: list[str]) -> list[dict[str, Any]]:
-    if not path.is_file():
+    if not os.path.lexists(path):
         return []
     try:
-        if path.stat().st_size > MAX_JSON_BYTES:
-            problems.append(f"metrics.jsonl is larger than {MAX_JSON_BYTES >> 20} MB and was not read")
-            return []
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, ValueError) as exc:
-        problems.append(f"metrics.jsonl could not be read: {exc}")
+        items, bad = untrusted.read_jsonl(path.parent, path.name, MAX_JSON_BYTES)
+    except untrusted.UntrustedFileError as exc:
+        problems.append(f"metrics.jsonl {exc.reason}")
         return []
-    records, bad = [], 0
-    for line in lines:
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-        except ValueError:
-            bad += 1
-            continue
+    except OSError as exc:
+        problems.append(f"metrics.jsonl could not be read: {exc.strerror or exc}")
+        return []
+    records = []
+    for item in items:
         if not isinstance(item, dict):
             bad += 1
             continue
@@ -166,22 +157,22 @@ def _read_metrics(path: Path, problems: list[str]) -> list[dict[str, Any]]:
     return records
 
 
-def _read_pictures(folder: Path, problems: list[str]) -> list[tuple[str, bytes]]:
+def _read_pictures(run: Path, phase: str, problems: list[str]) -> list[tuple[str, bytes]]:
     pictures = []
     for name in PICTURE_ORDER:
-        path = folder / name
-        if not path.is_file():
+        rel = f"scan/{phase}/{name}"
+        if not os.path.lexists(run / rel):
             continue
         try:
-            if path.stat().st_size > MAX_PICTURE_BYTES:
-                problems.append(f"scan/{folder.name}/{name} is larger than {MAX_PICTURE_BYTES >> 20} MB; not shown")
-                continue
-            data = path.read_bytes()
+            data = untrusted.read_bytes(run, rel, MAX_PICTURE_BYTES)
+        except untrusted.UntrustedFileError as exc:
+            problems.append(f"{rel} {exc.reason}; not shown")
+            continue
         except OSError as exc:
-            problems.append(f"scan/{folder.name}/{name} could not be read: {exc}")
+            problems.append(f"{rel} could not be read: {exc.strerror or exc}")
             continue
         if not data.startswith(PNG_SIGNATURE):
-            problems.append(f"scan/{folder.name}/{name} is not a PNG; not shown")
+            problems.append(f"{rel} is not a PNG; not shown")
             continue
         pictures.append((name, data))
     return pictures
@@ -612,11 +603,11 @@ def is_sweep_folder(path: Path) -> bool:
 
 def _read_csv(path: Path, problems: list[str]) -> tuple[list[str], list[list[str]]]:
     try:
-        if path.stat().st_size > MAX_JSON_BYTES:
-            problems.append(f"{path.name} is larger than {MAX_JSON_BYTES >> 20} MB and was not read")
-            return [], []
-        with path.open(encoding="utf-8", newline="") as fh:
-            rows = list(csv.reader(fh))
+        text = untrusted.read_text(path.parent, path.name, MAX_JSON_BYTES)
+        rows = list(csv.reader(io.StringIO(text, newline="")))
+    except untrusted.UntrustedFileError as exc:
+        problems.append(f"{path.name} {exc.reason}")
+        return [], []
     except (OSError, ValueError, csv.Error) as exc:
         problems.append(f"{path.name} could not be read: {exc}")
         return [], []

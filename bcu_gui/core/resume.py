@@ -15,7 +15,6 @@ the same settings (continued); anything else is refused, so a run never overwrit
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal
@@ -23,6 +22,7 @@ from typing import Any, Callable, Literal
 import torch
 
 from . import atomic
+from . import untrusted
 from .environment import ENVIRONMENT_FILE
 from .errors import ConfigError
 from .heartbeat import FAILED_FILE, HEARTBEAT_FILE, read_heartbeat, writer_alive
@@ -38,6 +38,7 @@ class FolderState:
 
     status: RunStatus
     config: dict | None = None  # the run's config.json, when it has one
+    problem: str | None = None  # why config.json could not be used (a link, a pipe, too large, not JSON)
 
 
 def folder_state(path: str | Path) -> FolderState:
@@ -51,9 +52,11 @@ def folder_state(path: str | Path) -> FolderState:
     names = {p.name for p in folder.iterdir()}
     if not names:
         return FolderState("empty")
-    config = _read_config(folder / "config.json")
+    problems: list[str] = []
+    config = untrusted.read_json_or_none(folder, "config.json", dict, problems)
     if config is None or not {"checkpoint", "unlabeled", "resolved"} <= set(config):
-        return FolderState("foreign")  # a user's own config.json is not a run's
+        # a user's own config.json is not a run's
+        return FolderState("foreign", problem=f"{folder / problems[0]}" if problems else None)
     if RESUME_FILE in names:
         return FolderState("unfinished", config)
     if "summary.json" in names:
@@ -66,17 +69,10 @@ def folder_state(path: str | Path) -> FolderState:
     return FolderState("foreign", config)
 
 
-def _read_config(path: Path) -> dict | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def settings_of(config: dict) -> dict:
-    """The settings that define a run's result: everything but where it is written and the record added."""
-    return {k: v for k, v in config.items() if k not in ("out", "resolved")}
+    """The settings that define a run's result: everything but where it is written, the record added, and
+    whether the checkpoint was trusted (a decision made anew each time, never read from the folder)."""
+    return {k: v for k, v in config.items() if k not in ("out", "resolved", "trust_checkpoint")}
 
 
 def suggest_name(path: str | Path) -> Path:
@@ -108,7 +104,11 @@ def check_out_folder(path: str | Path, settings: dict, resume: bool = False,
         if resume:
             raise ConfigError(f"{path} is not a run folder: there is nothing to resume")
         return False
+    if state.problem is not None:
+        raise ConfigError(f"{state.problem}; nothing in {path} is used or overwritten: choose a new folder, "
+                          f"e.g. --out {other}")
     if state.status == "unfinished":
+        untrusted.refuse_links(path)  # it will be written again: never through a link planted in it
         saved = state.config
         if saved is not None and normalise is not None:
             try:
@@ -148,9 +148,13 @@ def read_point(run_dir: str | Path) -> dict:
     """The resume point of ``run_dir``, read without running anything (``weights_only=True``)."""
     path = Path(run_dir) / RESUME_FILE
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        untrusted.check_file(run_dir, RESUME_FILE)  # a regular file, not a link: then read weights-only
+        with open(path, "rb") as fh:
+            payload = torch.load(fh, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise ConfigError(f"{run_dir} has no resume point ({RESUME_FILE})") from None
+    except untrusted.UntrustedFileError:
+        raise
     except Exception as exc:  # damaged, truncated, or not ours: one clear line
         raise ConfigError(f"the resume point {path} cannot be read ({type(exc).__name__}); "
                           "start the run again in a new folder") from None

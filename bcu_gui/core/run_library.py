@@ -3,6 +3,8 @@
 A record is read from the run's small JSON files only (``config.json``, ``summary.json``, ``running.json``,
 ``failed.json``, and ``metrics.jsonl`` for a run with no summary yet); never from ``resume.pt`` or a model,
 which may be large and are never unpickled here. So listing thousands of runs costs a few small reads each.
+Each is read as a stranger's file (core/untrusted.py): a linked, piped, oversized, deeply nested or
+non-finite ``config.json`` is one damaged row saying so, never a hung or empty library.
 
 Folders that are not runs (a user's own files, a config that is not a run's) are skipped; a run folder whose
 files are damaged is still listed, with status ``damaged`` and what is wrong in ``note``: a library never
@@ -19,13 +21,13 @@ Status, in the order it is decided:
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Literal
 
+from . import untrusted
 from .heartbeat import FAILED_FILE, HEARTBEAT_FILE, read_failure, read_heartbeat, writer_alive
 from .resume import RESUME_FILE
 
@@ -89,17 +91,22 @@ def read_record(path: str | Path, now: float | None = None) -> RunRecord | None:
     if not names & set(_RUN_MARKERS):
         return None
     started = _started(folder, names)
-    config = _read_json(folder / "config.json") if "config.json" in names else None
+    problems: list[str] = []
+    config = untrusted.read_json_or_none(folder, "config.json", dict, problems) if "config.json" in names else None
     if not isinstance(config, dict) or not {"checkpoint", "unlabeled"} <= set(config):
         if "config.json" in names and config is None or "summary.json" in names or RESUME_FILE in names:
             return RunRecord(path=folder, status="damaged", started=started,
-                             note="config.json is missing or cannot be read")
+                             note=problems[0] if problems else "config.json is missing or cannot be read")
         return None  # a user's own config.json, or a lone metrics file: not ours
     try:
         return _record(folder, names, config, started, now)
-    except (TypeError, ValueError, KeyError, AttributeError) as exc:  # values of the wrong type
+    except Exception as exc:  # values of the wrong type, or anything else a stranger's folder holds
         return RunRecord(path=folder, status="damaged", started=started, config=config,
-                         note=f"the run's files cannot be read ({type(exc).__name__}: {exc})")
+                         note=f"the run's files cannot be read ({type(exc).__name__}: {_one_line(exc)})")
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:200]
 
 
 def _record(folder: Path, names: set[str], config: dict, started: float, now: float | None) -> RunRecord:
@@ -111,10 +118,9 @@ def _record(folder: Path, names: set[str], config: dict, started: float, now: fl
                 ratios=tuple(sorted((str(k), float(v)) for k, v in ratios.items())),
                 epochs_planned=int(config.get("epochs") or 0), resumable=RESUME_FILE in names)
     notes: list[str] = []
-    summary = _read_json(folder / "summary.json") if "summary.json" in names else None
-    if "summary.json" in names and not isinstance(summary, dict):
+    summary = untrusted.read_json_or_none(folder, "summary.json", dict, notes) if "summary.json" in names else None
+    if "summary.json" in names and summary is None and not notes:
         notes.append("summary.json cannot be read")
-        summary = None
     values: dict[str, Any] = {}
     if summary is not None:
         values = _from_summary(summary)
@@ -166,10 +172,8 @@ def _num(value: Any) -> float | None:
 
 
 def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError):
-        return None
+    """The JSON object in ``path`` (read as a stranger's file: core/untrusted.py), None when unusable."""
+    return untrusted.read_json_or_none(path.parent, path.name, dict)
 
 
 def _last_epoch(path: Path) -> tuple[dict | None, int]:
@@ -238,7 +242,11 @@ def scan_runs(roots: Iterable[str | Path], batch: int = 200, now: float | None =
     """The runs under ``roots`` in batches of ``batch`` records (a view fills itself as they come)."""
     chunk: list[RunRecord] = []
     for folder in find_run_folders(roots):
-        record = read_record(folder, now)
+        try:
+            record = read_record(folder, now)
+        except Exception as exc:  # one bad folder is one damaged row, never an empty library
+            record = RunRecord(path=folder, status="damaged", started=0.0,
+                               note=f"cannot be read ({type(exc).__name__}: {_one_line(exc)})")
         if record is None:
             continue
         chunk.append(record)
@@ -276,20 +284,10 @@ class RunCurves:
 def read_metrics(run_dir: str | Path) -> list[dict]:
     """The readable lines of ``metrics.jsonl`` as dicts (a damaged line is skipped, a missing file is [])."""
     try:
-        text = (Path(run_dir) / "metrics.jsonl").read_text(encoding="utf-8", errors="replace")
-    except OSError:
+        lines, _ = untrusted.read_jsonl(run_dir, "metrics.jsonl")
+    except (OSError, untrusted.UntrustedFileError):
         return []
-    rows = []
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict) and isinstance(row.get("epoch"), int):
-            rows.append(row)
-    return rows
+    return [row for row in lines if isinstance(row, dict) and isinstance(row.get("epoch"), int)]
 
 
 def curves_from_rows(rows: list[dict]) -> RunCurves:
@@ -317,7 +315,7 @@ def read_summary(run_dir: str | Path):
         return None
     try:
         return RunSummary.from_dict(data)
-    except (TypeError, ValueError, KeyError, AttributeError):
+    except (TypeError, ValueError, KeyError, AttributeError, OverflowError):
         return None
 
 

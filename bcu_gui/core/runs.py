@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from . import atomic
+from . import untrusted
 
 MODEL_STEM = "cleansed"
 
@@ -92,12 +93,11 @@ class RunFolder:
 
     def keep_metrics(self, epochs: int) -> None:
         """On resume: keep the first ``epochs`` lines of metrics.jsonl (those of completed epochs)."""
-        path = self.path / "metrics.jsonl"
         try:
-            lines = path.read_text(encoding="utf-8").splitlines()
+            rows, _ = untrusted.read_jsonl(self.path, "metrics.jsonl")
         except FileNotFoundError:
-            lines = []
-        self._metrics = [json.loads(line) for line in lines if line.strip()][:epochs]
+            rows = []
+        self._metrics = [r for r in rows if isinstance(r, dict)][:epochs]
 
     def write_summary(self, summary: dict) -> None:
         atomic.write_json(self.path / "summary.json", summary)

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from . import atomic
+from . import untrusted
 from .checkpoints import PickledImage, RawCheckpoint
 from .scripted import ScriptedModel, leaf_copy
 
@@ -42,6 +43,10 @@ def save_original_form(model, student: nn.Module, run_dir: str | Path) -> tuple[
     if raw is None:
         return [], None
     target = Path(run_dir) / FOLDER / raw.path.name
+    try:  # a resumed run's folder came from someone: never write through a link planted in it
+        untrusted.check_write_target(run_dir, target)
+    except untrusted.UntrustedFileError as exc:
+        return [], f"the cleansed model was not also saved in its original form: {exc}; use cleansed.pt"
     target.parent.mkdir(parents=True, exist_ok=True)
     student = student.to("cpu").eval()
     try:

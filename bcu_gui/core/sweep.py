@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Sequence, Union
 
 from . import atomic
+from . import untrusted
 from .errors import BcuError, ConfigError
 from .events import Event, Failed, Finished, Log
 from .groups import PRESET_NAMES, layer_groups, resolve_ratios
@@ -293,8 +294,8 @@ def row_of_folder(setting: Setting, run_dir: Path) -> SweepRow:
 
 def _read_summary(run_dir: Path) -> RunSummary | None:
     try:
-        return RunSummary.from_dict(json.loads((run_dir / "summary.json").read_text(encoding="utf-8")))
-    except (OSError, ValueError, KeyError, TypeError):
+        return RunSummary.from_dict(untrusted.read_json(run_dir, "summary.json"))
+    except (OSError, ValueError, KeyError, TypeError, OverflowError, untrusted.UntrustedFileError):
         return None
 
 
@@ -384,7 +385,7 @@ def check_sweep_folder(folder: str | Path, spec: SweepSpec, base: CleanseConfig)
     if not path.is_dir():
         raise ConfigError(f"{path} is a file, not a folder; choose a new folder, e.g. {other}")
     try:
-        saved = json.loads((path / SWEEP_FILE).read_text(encoding="utf-8"))
+        saved = untrusted.read_json(path, SWEEP_FILE, expect=None)
     except FileNotFoundError:
         raise ConfigError(f"{path} is not empty and holds no sweep ({SWEEP_FILE}); nothing in it is overwritten: "
                           f"choose a new folder, e.g. {other}") from None
@@ -395,9 +396,12 @@ def check_sweep_folder(folder: str | Path, spec: SweepSpec, base: CleanseConfig)
         raise ConfigError(f"{path} holds another sweep (its spec differs: "
                           f"{_differences(saved.get('spec') if isinstance(saved, dict) else None, mine['spec'])}); "
                           f"run it with its own settings to continue it, or choose a new folder, e.g. {other}")
-    if saved.get("settings") != mine["settings"]:
+    theirs = saved.get("settings")
+    if isinstance(theirs, dict):  # trust is decided anew each time; a sweep begun before that recorded it
+        theirs = {k: v for k, v in theirs.items() if k != "trust_checkpoint"}
+    if theirs != mine["settings"]:
         raise ConfigError(f"{path} holds the same sweep with other shared settings "
-                          f"({_differences(saved.get('settings'), mine['settings'])}); "
+                          f"({_differences(theirs, mine['settings'])}); "
                           f"choose a new folder, e.g. {other}")
     return True
 
@@ -423,7 +427,7 @@ def load_sweep(folder: str | Path) -> SweepFolder:
     """The spec of the sweep in ``folder`` and one row per setting from its run folders."""
     path = Path(folder)
     try:
-        data = json.loads((path / SWEEP_FILE).read_text(encoding="utf-8"))
+        data = untrusted.read_json(path, SWEEP_FILE, expect=None)
     except FileNotFoundError:
         raise ConfigError(f"{path} is not a sweep folder: it has no {SWEEP_FILE}") from None
     except (OSError, ValueError) as exc:

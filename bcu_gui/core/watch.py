@@ -13,12 +13,13 @@ version without a heartbeat is called dead when no epoch has landed for ``max(12
 
 from __future__ import annotations
 
-import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Literal
 
+from . import untrusted
 from .heartbeat import HeartbeatInfo, read_failure, read_heartbeat, pid_alive
 from .run_library import read_metrics, read_summary
 
@@ -85,7 +86,9 @@ class RunFollower:
             if beat.beats != self._beats:
                 self._beats, self._beat_seen_at = beat.beats, now
         failure = read_failure(self.run_dir)
-        summary = read_summary(self.run_dir) if (self.run_dir / "summary.json").is_file() else None
+        summary, problem = self._summary()
+        if problem is not None and beat is None:  # a summary that cannot be read ends the watch with its reason
+            return self._end("failed", new, restarted, problem, epochs)
         if failure is not None and beat is None:
             return self._end("failed", new, restarted, failure.message, epochs)
         if summary is not None and beat is None:
@@ -149,14 +152,27 @@ class RunFollower:
         self._rows = rows
         return new, False
 
+    def _summary(self) -> tuple[object | None, str | None]:
+        """The run's summary (None while it has none) and, when ``summary.json`` is there but cannot be used (a
+        link, a pipe, too large, not a summary), the line saying why."""
+        if not os.path.lexists(self.run_dir / "summary.json"):
+            return None, None
+        problems: list[str] = []
+        data = untrusted.read_json_or_none(self.run_dir, "summary.json", dict, problems)
+        if data is None:
+            return None, (f"{self.run_dir / problems[0]}" if problems else None)
+        summary = read_summary(self.run_dir)
+        if summary is None:
+            return None, f"{self.run_dir / 'summary.json'} is not a run summary this version reads"
+        return summary, None
+
     def _planned(self) -> int:
         for row in reversed(self._rows):
             if isinstance(row.get("epochs"), int):
                 return row["epochs"]
-        try:
-            return int(json.loads((self.run_dir / "config.json").read_text(encoding="utf-8")).get("epochs") or 0)
-        except (OSError, ValueError, TypeError, AttributeError):
-            return 0
+        config = untrusted.read_json_or_none(self.run_dir, "config.json", dict)
+        epochs = config.get("epochs") if config is not None else None
+        return epochs if isinstance(epochs, int) and 0 <= epochs < 1 << 31 else 0
 
     def _end(self, state: WatchState, new: list[dict], restarted: bool, message: str, epochs: int,
              summary=None, writer: HeartbeatInfo | None = None) -> WatchUpdate:
