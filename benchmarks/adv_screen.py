@@ -80,8 +80,10 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tag", default="run")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/cleanse_candidates.jsonl"))
-    p.add_argument("extra", nargs="*")
-    a = p.parse_args()
+    argv = sys.argv[1:]
+    cut = argv.index("--") if "--" in argv else len(argv)
+    a = p.parse_args(argv[:cut])
+    a.extra = argv[cut + 1:]  # everything after `--` goes to `bcu cleanse`
     torch.set_num_threads(1)
     for attack in a.attack.split(","):
         if a.what == "prepare":

@@ -9,14 +9,16 @@ ignore them, in the spirit of I-BAU / SAU, but without labels: the target is the
 
 Each step the Distiller calls ``AdversarialConsistency.loss``:
 
-1. the batch in pixel space (0..1, after crop / flip) is perturbed by a universal perturbation ``d`` that
-   persists across steps (one per class in the ``targeted`` form, cycling one class per step);
+1. the batch in pixel space (0..1, after crop / flip) is perturbed by universal perturbations that persist
+   across steps: one ``d`` in the ``untargeted`` form; in the ``targeted`` form one ``d_c`` per class, the
+   batch dealt out among the classes (image ``i`` gets ``d_c`` with ``c = (i + step) mod K``), so that every
+   class's perturbation takes an ascent step every optimiser step;
 2. the student sees ``x + d`` in the same forward pass as the clean batch (one concatenated batch, so batch
    norms see both); the term is ``KL(p_teacher(x) || p_student(x + d))`` at temperature 1;
 3. ``d`` then takes one signed-gradient ascent step, projected to the L_inf ball ``eps``: in the
    ``untargeted`` form on the term itself (its gradient comes from the step's own backward pass, at no extra
-   cost), in the ``targeted`` form on ``log p_student(c | x + d_c)`` (one extra backward to the input), which
-   looks for the shortcut to class ``c`` directly.
+   cost), in the ``targeted`` form on the mean ``log p_student(c | x + d_c)`` over the images that got ``d_c``
+   (one extra backward to the input), which looks for the shortcut to class ``c`` directly.
 
 Every ``restart_every`` epochs the perturbations restart from random points of the ball, so the search does
 not settle on one local optimum. Under several processes (DDP) each rank keeps its own perturbations, updated
@@ -88,30 +90,39 @@ class AdversarialConsistency:
             self.restarts = epoch // every
             self.restart()
 
-    def perturb(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(``pixels + d`` clamped to 0..1, ``d`` as a leaf that collects its gradient) for this step's turn."""
-        d = self.delta[self.turn % len(self.delta)].clone().requires_grad_(True)
-        return (pixels + d).clamp(0.0, 1.0), d
+    def assignment(self, n: int) -> torch.Tensor:
+        """Which perturbation each of ``n`` images gets this step (targeted: classes dealt out in turn)."""
+        k = len(self.delta)
+        return (torch.arange(n, device=self.delta.device) + self.turn) % k
+
+    def perturb(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(``pixels + d`` clamped to 0..1, the perturbations as a leaf collecting gradients, the assignment)."""
+        d = self.delta.clone().requires_grad_(True)
+        which = self.assignment(len(pixels))
+        return (pixels + d[which]).clamp(0.0, 1.0), d, which
 
     def term(self, adv_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
         """KL(p_teacher(x) || p_student(x + d)) at temperature 1, batch mean, fp32."""
         target = F.softmax(teacher_logits.float(), dim=1)
         return F.kl_div(F.log_softmax(adv_logits.float(), dim=1), target, reduction="batchmean")
 
-    def targeted_gradient(self, adv_logits: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-        """The gradient of the mean ``log p(c | x + d_c)`` for this turn's class ``c`` (targeted form)."""
-        c = self.turn % self.num_classes
-        objective = F.log_softmax(adv_logits.float(), dim=1)[:, c].mean()
+    def targeted_gradient(self, adv_logits: torch.Tensor, d: torch.Tensor, which: torch.Tensor) -> torch.Tensor:
+        """The gradient, for each class ``c``, of the mean ``log p(c | x + d_c)`` over the images given ``d_c``."""
+        counts = torch.bincount(which, minlength=len(d)).clamp_min(1).to(torch.float32)
+        picked = F.log_softmax(adv_logits.float(), dim=1).gather(1, which[:, None]).squeeze(1)
+        objective = (picked / counts[which]).sum()
         (grad,) = torch.autograd.grad(objective, d, retain_graph=True)
         return grad
 
     @torch.no_grad()
     def ascend(self, grad: torch.Tensor | None) -> None:
-        """One signed-gradient ascent step of this turn's perturbation, projected to [-eps, eps]; next turn."""
-        i = self.turn % len(self.delta)
+        """One signed-gradient ascent step of every perturbation, projected to [-eps, eps]; the next turn.
+
+        A perturbation no image got this step has a zero gradient, and its sign leaves it where it was.
+        """
         if grad is not None:
             e = self.settings.eps
-            self.delta[i].add_(grad.sign(), alpha=self.settings.step * e).clamp_(-e, e)
+            self.delta.add_(grad.sign(), alpha=self.settings.step * e).clamp_(-e, e)
         self.turn += 1
 
     def loss(self, model: Callable[[torch.Tensor], torch.Tensor], pixels: torch.Tensor,
@@ -122,12 +133,12 @@ class AdversarialConsistency:
         ``model`` runs once on the clean and perturbed batch together; ``normalise`` turns pixels (0..1) into
         the model's input. Call the returned callback after ``backward()``: it takes the ascent step.
         """
-        adv, d = self.perturb(pixels)
+        adv, d, which = self.perturb(pixels)
         n = len(pixels)
         logits = model(normalise(torch.cat([pixels, adv])))
         clean_logits, adv_logits = logits[:n], logits[n:]
         term = self.term(adv_logits, teacher_logits)
-        grad = self.targeted_gradient(adv_logits, d) if self.settings.mode == "targeted" else None
+        grad = self.targeted_gradient(adv_logits, d, which) if self.settings.mode == "targeted" else None
         total = clean_loss(clean_logits) + self.settings.weight * term
 
         def after_backward() -> None:
