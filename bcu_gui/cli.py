@@ -381,7 +381,10 @@ def _config_of_run(args: argparse.Namespace):
         changed = [flag for flag, value in (("--preset", args.preset), ("--epochs", args.epochs),
                                             ("--batch-size", args.batch_size), ("--lr", args.lr),
                                             ("--ratios", args.ratios), ("--feature-space", args.feature_space),
-                                            ("--feature-sample", args.feature_sample)) if value is not None]
+                                            ("--feature-sample", args.feature_sample),
+                                            ("--adversarial", args.adversarial), ("--adv-eps", args.adv_eps),
+                                            ("--adv-mode", args.adv_mode), ("--adv-step", args.adv_step),
+                                            ("--adv-restart", args.adv_restart)) if value is not None]
         if changed:
             raise ConfigError(f"a resumed run keeps its settings; {', '.join(changed)} cannot change them "
                               "(repeat it with --config RUN_DIR/config.json to change settings)")
@@ -391,9 +394,12 @@ def _config_of_run(args: argparse.Namespace):
         if source.is_dir() or source.name == "config.json" else CleanseConfig.from_file(source, args.out)
     for key, value in {"preset": args.preset, "epochs": args.epochs, "batch_size": args.batch_size,
                        "lr": args.lr, "feature_space": args.feature_space,
-                       "feature_sample": args.feature_sample}.items():
+                       "feature_sample": args.feature_sample, "adversarial": args.adversarial,
+                       "adv_eps": args.adv_eps, "adv_mode": args.adv_mode, "adv_step": args.adv_step}.items():
         if value is not None:
             setattr(cfg, key, None if value == "auto" else value)  # --batch-size auto: chosen from the set
+    if args.adv_restart is not None:
+        cfg.adv_restart = args.adv_restart or None  # 0: never
     if args.ratios:
         cfg.ratios = parse_ratios(args.ratios)
     if args.device != "auto":

@@ -102,3 +102,18 @@ def test_bf16_channels_last_runs_with_the_term(tiny_checkpoint, folders, tmp_pat
                   epochs=1)
     events = list(CleanseJob(cfg, step_rate=0).events())
     assert isinstance(events[-1], Finished), events[-1]
+
+
+def test_the_cli_flags_reach_the_config_and_a_resume_refuses_to_change_them(tmp_path):
+    from bcu_gui import cli
+
+    parser = cli.build_parser()
+    args = parser.parse_args(["cleanse", "m.pt", "--unlabeled", "u", "--adversarial", "0.5", "--adv-eps", "0.1",
+                              "--adv-mode", "untargeted", "--adv-step", "0.5", "--adv-restart", "0"])
+    cfg = cli._config(args)
+    assert (cfg.adversarial, cfg.adv_eps, cfg.adv_mode, cfg.adv_step, cfg.adv_restart) == (
+        0.5, 0.1, "untargeted", 0.5, None)
+    resumed = parser.parse_args(["cleanse", "--resume", str(tmp_path), "--adversarial", "1"])
+    (tmp_path / "config.json").write_text(json.dumps({"checkpoint": "m.pt", "unlabeled": "u", "resolved": {}}))
+    with pytest.raises(ConfigError, match="--adversarial"):
+        cli._config(resumed)
