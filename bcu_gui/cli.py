@@ -152,6 +152,19 @@ def _cleanse_args(p: argparse.ArgumentParser, demo: bool = False, sweep: bool = 
         p.add_argument("--nproc", type=int, default=None, metavar="N",
                        help="train as N processes with DistributedDataParallel (one per GPU, or gloo on the CPU), "
                             "started through torchrun; the batch size stays global (README: more than one GPU)")
+    p.add_argument("--adversarial", type=float, metavar="LAMBDA", default=None,
+                   help="weight of the adversarial consistency term (label-free unlearning, core/unlearning.py): "
+                        "the student must give the teacher's clean-image answer on images moved by universal "
+                        "perturbations it is most sensitive to; 0 turns it off")
+    p.add_argument("--adv-eps", type=float, metavar="E", default=None,
+                   help="L_inf budget of those perturbations in pixel units, 0..1 (default 0.2)")
+    p.add_argument("--adv-mode", choices=("targeted", "untargeted"), default=None,
+                   help="targeted (default): one perturbation per class, pushed towards it; untargeted: one, "
+                        "pushed away from the teacher's answer")
+    p.add_argument("--adv-step", type=float, metavar="F", default=None,
+                   help="the perturbations' ascent step per optimiser step, a fraction of the budget (default 0.25)")
+    p.add_argument("--adv-restart", type=int, metavar="EPOCHS", default=None,
+                   help="restart the perturbations at random every EPOCHS epochs (default 10; 0: never)")
     p.add_argument("--feature-space", action="store_true", default=None,
                    help="record where a fixed sample of clean and triggered images sits in the penultimate layer "
                         "every epoch (features.npz, shown in the app's Feature space tab)")
@@ -346,7 +359,11 @@ def _config(args: argparse.Namespace):
                                    "cosine_period": args.cosine_period, "flip": args.flip,
                                    "temperature_start": args.temperature_start,
                                    "temperature_rise": args.temperature_rise, "feature_space": args.feature_space,
-                                   "feature_sample": args.feature_sample}.items() if v is not None}
+                                   "feature_sample": args.feature_sample, "adversarial": args.adversarial,
+                                   "adv_eps": args.adv_eps, "adv_mode": args.adv_mode, "adv_step": args.adv_step,
+                                   "adv_restart": args.adv_restart}.items() if v is not None}
+    if overrides.get("adv_restart") == 0:
+        overrides["adv_restart"] = None
     if args.temperature_end is not None:
         start = args.temperature_start if args.temperature_start is not None else 1.0
         if args.temperature_end < start:
@@ -389,7 +406,10 @@ def _config_of_run(args: argparse.Namespace):
         changed = [flag for flag, value in (("--preset", args.preset), ("--epochs", args.epochs),
                                             ("--batch-size", args.batch_size), ("--lr", args.lr),
                                             ("--ratios", args.ratios), ("--feature-space", args.feature_space),
-                                            ("--feature-sample", args.feature_sample)) if value is not None]
+                                            ("--feature-sample", args.feature_sample),
+                                            ("--adversarial", args.adversarial), ("--adv-eps", args.adv_eps),
+                                            ("--adv-mode", args.adv_mode), ("--adv-step", args.adv_step),
+                                            ("--adv-restart", args.adv_restart)) if value is not None]
         if changed:
             raise ConfigError(f"a resumed run keeps its settings; {', '.join(changed)} cannot change them "
                               "(repeat it with --config RUN_DIR/config.json to change settings)")
@@ -400,9 +420,12 @@ def _config_of_run(args: argparse.Namespace):
     _trust_from_command_line(cfg, args)
     for key, value in {"preset": args.preset, "epochs": args.epochs, "batch_size": args.batch_size,
                        "lr": args.lr, "feature_space": args.feature_space,
-                       "feature_sample": args.feature_sample}.items():
+                       "feature_sample": args.feature_sample, "adversarial": args.adversarial,
+                       "adv_eps": args.adv_eps, "adv_mode": args.adv_mode, "adv_step": args.adv_step}.items():
         if value is not None:
             setattr(cfg, key, None if value == "auto" else value)  # --batch-size auto: chosen from the set
+    if args.adv_restart is not None:
+        cfg.adv_restart = args.adv_restart or None  # 0: never
     if args.ratios:
         cfg.ratios = parse_ratios(args.ratios)
     if args.device != "auto":

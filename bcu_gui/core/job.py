@@ -29,6 +29,7 @@ from . import atomic
 from . import distributed
 from . import resume as resume_points
 from . import training
+from . import unlearning
 from . import untrusted
 from .batching import BatchChoice, choose_batch_size, steps_per_epoch
 from .bundled import resolve_eval_sets
@@ -97,6 +98,13 @@ class CleanseConfig:
     eval_subset: int | str = "auto"  # images per set measured between epochs: a number, 'auto' or 'all'
     feature_space: bool = False  # record 2-D penultimate-feature frames every epoch (feature_space.py)
     feature_sample: int = 200  # clean (and triggered) images per frame
+    # adversarial consistency (core/unlearning.py): the student must give the teacher's clean-image answer on
+    # images moved by universal perturbations it is itself most sensitive to; weight 0 turns it off
+    adversarial: float = 0.0  # the term's weight (lambda)
+    adv_eps: float = unlearning.DEFAULT_EPS  # L_inf budget of the perturbations, in pixel units (0..1)
+    adv_mode: str = "targeted"  # targeted: one perturbation per class, towards it; untargeted: one, away
+    adv_step: float = unlearning.DEFAULT_STEP  # ascent step, a fraction of the budget
+    adv_restart: int | None = unlearning.DEFAULT_RESTART  # epochs between random restarts; None: never
 
     def validate(self) -> None:
         """Reject settings that cannot work, before any file is read."""
@@ -132,6 +140,15 @@ class CleanseConfig:
         if self.keep == "ema" and self.ema_decay is None:
             raise ConfigError("keeping the moving average needs one: set an EMA decay")
         parse_eval_subset(self.eval_subset)
+        try:
+            self.adversarial_settings().validate()
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+
+    def adversarial_settings(self) -> unlearning.AdversarialSettings:
+        """The unlearning term's settings as the training step takes them."""
+        return unlearning.AdversarialSettings(weight=self.adversarial, eps=self.adv_eps, mode=self.adv_mode,
+                                              step=self.adv_step, restart_every=self.adv_restart)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -420,7 +437,8 @@ class CleanseJob:
                               seed=cfg.seed, temperature_start=cfg.temperature_start,
                               temperature_rise=cfg.temperature_rise, keep=cfg.keep, hooks=hooks,
                               hard_labels=cfg.hard_labels, cosine_period=cfg.cosine_period,
-                              ema_decay=cfg.ema_decay)
+                              ema_decay=cfg.ema_decay, adversarial=cfg.adversarial_settings(),
+                              num_classes=model.num_classes)
         evaluator.set_reference(distiller.teacher)
         teacher = evaluator.measure(distiller.teacher)
         state.teacher = Scores(acc=teacher["acc"], asr=teacher["asr"], agreement=teacher["agreement"])

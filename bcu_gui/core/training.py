@@ -39,6 +39,7 @@ from .lossreader import LossReader
 from .events import EpochEnd, Step
 from .streaming import StreamedImages
 from .summary import ReinitRecord, RunSummary, Scores
+from .unlearning import AdversarialConsistency, AdversarialSettings
 
 STEP_EVENTS_PER_SECOND = 30
 FOLD_TEACHER = False  # soft labels from a batch-norm-folded copy of the teacher (see Distiller.__init__)
@@ -265,7 +266,8 @@ class Distiller:
                  images: torch.Tensor | StreamedImages, evaluator: Evaluator | ScheduledEvaluator, plan: ComputePlan, state: RunState, lr: float, momentum: float,
                  weight_decay: float, crop_padding: int, flip: bool, seed: int, temperature_start: float,
                  temperature_rise: float, keep: str, hooks: Sequence[RunHook] = (), hard_labels: bool = False,
-                 cosine_period: int | None = None, ema_decay: float | None = EMA_DECAY) -> None:
+                 cosine_period: int | None = None, ema_decay: float | None = EMA_DECAY,
+                 adversarial: AdversarialSettings | None = None, num_classes: int | None = None) -> None:
         if not isinstance(evaluator, ScheduledEvaluator):  # a plain evaluator: full sets after every epoch
             evaluator = ScheduledEvaluator(evaluator)
         self.plan, self.state, self.evaluator = plan, state, evaluator
@@ -296,6 +298,13 @@ class Distiller:
         self.order_gen = torch.Generator().manual_seed(seed)
         self.aug_gen = torch.Generator(device=plan.device).manual_seed(seed)
         self.best_weights: dict[str, torch.Tensor] | None = None
+        # the label-free unlearning term (unlearning.py); None or weight 0: the plain distillation step
+        self.adversarial: AdversarialConsistency | None = None
+        if adversarial is not None and adversarial.weight > 0:
+            if num_classes is None:
+                raise ValueError("the adversarial term needs the number of classes")
+            self.adversarial = AdversarialConsistency(adversarial, num_classes, tuple(self.data.shape[1:]),
+                                                      plan.device, seed)
         self.proxy_weights: dict[str, torch.Tensor] | None = None
         self.ema = EmaHook(ema_decay) if ema_decay is not None else None
         if keep == "ema" and self.ema is None:
@@ -319,7 +328,8 @@ class Distiller:
                 "schedule": self.schedule.state_dict(), "scaler": self.scaler.state_dict(),
                 "order_rng": self.order_gen.get_state(), "aug_rng": self.aug_gen.get_state(),
                 "best_weights": self.best_weights, "proxy_weights": self.proxy_weights,
-                "ema": self.ema.state_dict() if self.ema is not None else None}
+                "ema": self.ema.state_dict() if self.ema is not None else None,
+                "adversarial": self.adversarial.state_dict() if self.adversarial is not None else None}
 
     def load_extra_tensor(self, name: str, value: Any) -> None:
         """Restore what ``tensors()`` names beyond the optimiser's basics (called by ``resume.restore``)."""
@@ -327,6 +337,8 @@ class Distiller:
             self.proxy_weights = None if value is None else {k: v.to(self.plan.device) for k, v in value.items()}
         elif name == "ema" and value is not None and self.ema is not None:
             self.ema.load_state_dict(value)
+        elif name == "adversarial" and value is not None and self.adversarial is not None:
+            self.adversarial.load_state_dict(value)
 
     # -- the loop's parts -----------------------------------------------------------------------------------
     @property
@@ -362,6 +374,8 @@ class Distiller:
         self._order = order.to(self.plan.device)
         self._loss_sum = torch.zeros((), device=self.plan.device)
         self.state.epoch_step = 0
+        if self.adversarial is not None:
+            self.adversarial.maybe_restart(self.state.epoch)
         self.losses.begin(self.state.steps_per_epoch, self.state.step)
 
     def step(self) -> torch.Tensor:
@@ -375,18 +389,34 @@ class Distiller:
         assert self._order is not None and self._loss_sum is not None, "begin_epoch() first"
         batch = self.stream.next_batch() if self.stream is not None else \
             self.data[self._order[s.epoch_step * bs:(s.epoch_step + 1) * bs]]
-        x = to_model_input(random_crop_flip(batch, self.crop_padding, self.flip, self.aug_gen),
-                           self.evaluator.mean, self.evaluator.std).contiguous(memory_format=self.memory)
+        augmented = random_crop_flip(batch, self.crop_padding, self.flip, self.aug_gen)
+        x = to_model_input(augmented, self.evaluator.mean, self.evaluator.std).contiguous(memory_format=self.memory)
         t = self.temperature
         with torch.inference_mode(), self.plan.autocast():
-            teacher_probs = F.softmax(self.soft_teacher(x).float() / t, dim=1)
+            teacher_logits = self.soft_teacher(x).float()
+            teacher_probs = F.softmax(teacher_logits / t, dim=1)
         teacher_probs = teacher_probs.clone()  # an ordinary tensor, usable by autograd
-        with self.plan.autocast():
-            logits = self.train_model(x)
-        loss = hard_label_loss(logits, teacher_probs) if self.hard_labels else \
-            distillation_loss(logits, teacher_probs, t)
+
+        def clean_loss(logits: torch.Tensor) -> torch.Tensor:
+            return hard_label_loss(logits, teacher_probs) if self.hard_labels else \
+                distillation_loss(logits, teacher_probs, t)
+
+        after_backward = None
+        if self.adversarial is None:
+            with self.plan.autocast():
+                logits = self.train_model(x)
+            loss = clean_loss(logits)
+        else:  # clean and perturbed images in one forward pass (unlearning.py)
+            mean, std = self.evaluator.mean, self.evaluator.std
+            with self.plan.autocast():
+                loss, after_backward = self.adversarial.loss(
+                    self.train_model, augmented.to(torch.float32).div_(255.0),
+                    lambda p: ((p - mean) / std).contiguous(memory_format=self.memory),
+                    teacher_logits.clone(), clean_loss)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        if after_backward is not None:
+            after_backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         value = loss.detach()

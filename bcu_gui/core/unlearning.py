@@ -1,0 +1,157 @@
+"""Adversarial consistency: a label-free unlearning term the distillation step adds to its loss.
+
+Why: at real scale (issue #24) a student distilled on clean unlabelled images re-learns the backdoor from the
+teacher's soft outputs, even fully re-initialised, because nothing in clean images asks it *not* to map the
+trigger to the target class. A backdoor is a universal shortcut: one small input change that sends most images
+to one class. This term searches for such shortcuts in the *student* while it trains and tells the student to
+ignore them, in the spirit of I-BAU / SAU, but without labels: the target is the teacher's answer on the
+*clean* image (the teacher's answer on clean images is right; only its answer on triggered images is wrong).
+
+Each step the Distiller calls ``AdversarialConsistency.loss``:
+
+1. the batch in pixel space (0..1, after crop / flip) is perturbed by universal perturbations that persist
+   across steps: one ``d`` in the ``untargeted`` form; in the ``targeted`` form one ``d_c`` per class, the
+   batch dealt out among the classes (image ``i`` gets ``d_c`` with ``c = (i + step) mod K``), so that every
+   class's perturbation takes an ascent step every optimiser step;
+2. the student sees ``x + d`` in the same forward pass as the clean batch (one concatenated batch, so batch
+   norms see both); the term is ``KL(p_teacher(x) || p_student(x + d))`` at temperature 1;
+3. ``d`` then takes one signed-gradient ascent step, projected to the L_inf ball ``eps``: in the
+   ``untargeted`` form on the term itself (its gradient comes from the step's own backward pass, at no extra
+   cost), in the ``targeted`` form on the mean ``log p_student(c | x + d_c)`` over the images that got ``d_c``
+   (one extra backward to the input), which looks for the shortcut to class ``c`` directly.
+
+Every ``restart_every`` epochs the perturbations restart from random points of the ball, so the search does
+not settle on one local optimum. Under several processes (DDP) each rank keeps its own perturbations, updated
+from its own shard (rank-local; the student's gradients are synchronised as usual).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch.nn import functional as F
+
+MODES = ("untargeted", "targeted")
+DEFAULT_EPS = 0.2  # L_inf budget in pixel units (0..1)
+DEFAULT_STEP = 0.25  # ascent step as a fraction of eps
+DEFAULT_RESTART = 10  # epochs between random restarts of the perturbations
+
+
+@dataclass(frozen=True)
+class AdversarialSettings:
+    """What the term does; ``weight`` 0 turns it off (the step is then exactly the plain distillation step)."""
+
+    weight: float = 1.0
+    eps: float = DEFAULT_EPS
+    mode: str = "targeted"
+    step: float = DEFAULT_STEP
+    restart_every: int | None = DEFAULT_RESTART
+
+    def validate(self) -> None:
+        if not self.weight >= 0:
+            raise ValueError(f"the adversarial weight must not be negative, got {self.weight}")
+        if not 0 < self.eps <= 1:
+            raise ValueError(f"the perturbation budget must lie in (0, 1], got {self.eps}")
+        if self.mode not in MODES:
+            raise ValueError(f"unknown adversarial mode '{self.mode}': use {', '.join(MODES)}")
+        if not 0 < self.step <= 1:
+            raise ValueError(f"the ascent step must lie in (0, 1] (a fraction of the budget), got {self.step}")
+        if self.restart_every is not None and self.restart_every < 1:
+            raise ValueError(f"restarts must be at least 1 epoch apart, got {self.restart_every}")
+
+
+class AdversarialConsistency:
+    """Universal perturbation(s) that persist across steps, and the consistency term they give."""
+
+    def __init__(self, settings: AdversarialSettings, num_classes: int, shape: tuple[int, int, int],
+                 device: torch.device, seed: int) -> None:
+        settings.validate()
+        self.settings = settings
+        self.num_classes = num_classes
+        self.gen = torch.Generator(device="cpu").manual_seed(seed + 7919)
+        count = num_classes if settings.mode == "targeted" else 1
+        self.delta = torch.zeros((count, *shape), device=device)
+        self.turn = 0  # which perturbation the next step uses (targeted: its class)
+        self.restarts = 0  # restarts done so far (the epoch of the last one is restarts * restart_every)
+        self.restart()
+
+    def restart(self) -> None:
+        """Every perturbation from a random point of the budget's ball (uniform in [-eps/2, eps/2])."""
+        e = self.settings.eps
+        noise = (torch.rand(self.delta.shape, generator=self.gen) - 0.5) * e
+        self.delta.copy_(noise.to(self.delta.device))
+
+    def maybe_restart(self, epoch: int) -> None:
+        """At the start of 0-based ``epoch``: restart if ``restart_every`` epochs have passed since the last."""
+        every = self.settings.restart_every
+        if every is not None and epoch > 0 and epoch // every > self.restarts:
+            self.restarts = epoch // every
+            self.restart()
+
+    def assignment(self, n: int) -> torch.Tensor:
+        """Which perturbation each of ``n`` images gets this step (targeted: classes dealt out in turn)."""
+        k = len(self.delta)
+        return (torch.arange(n, device=self.delta.device) + self.turn) % k
+
+    def perturb(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(``pixels + d`` clamped to 0..1, the perturbations as a leaf collecting gradients, the assignment)."""
+        d = self.delta.clone().requires_grad_(True)
+        which = self.assignment(len(pixels))
+        return (pixels + d[which]).clamp(0.0, 1.0), d, which
+
+    def term(self, adv_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+        """KL(p_teacher(x) || p_student(x + d)) at temperature 1, batch mean, fp32."""
+        target = F.softmax(teacher_logits.float(), dim=1)
+        return F.kl_div(F.log_softmax(adv_logits.float(), dim=1), target, reduction="batchmean")
+
+    def targeted_gradient(self, adv_logits: torch.Tensor, d: torch.Tensor, which: torch.Tensor) -> torch.Tensor:
+        """The gradient, for each class ``c``, of the mean ``log p(c | x + d_c)`` over the images given ``d_c``."""
+        counts = torch.bincount(which, minlength=len(d)).clamp_min(1).to(torch.float32)
+        picked = F.log_softmax(adv_logits.float(), dim=1).gather(1, which[:, None]).squeeze(1)
+        objective = (picked / counts[which]).sum()
+        (grad,) = torch.autograd.grad(objective, d, retain_graph=True)
+        return grad
+
+    @torch.no_grad()
+    def ascend(self, grad: torch.Tensor | None) -> None:
+        """One signed-gradient ascent step of every perturbation, projected to [-eps, eps]; the next turn.
+
+        A perturbation no image got this step has a zero gradient, and its sign leaves it where it was.
+        """
+        if grad is not None:
+            e = self.settings.eps
+            self.delta.add_(grad.sign(), alpha=self.settings.step * e).clamp_(-e, e)
+        self.turn += 1
+
+    def loss(self, model: Callable[[torch.Tensor], torch.Tensor], pixels: torch.Tensor,
+             normalise: Callable[[torch.Tensor], torch.Tensor], teacher_logits: torch.Tensor,
+             clean_loss: Callable[[torch.Tensor], torch.Tensor]) -> tuple[torch.Tensor, Callable[[], None]]:
+        """The step's whole loss: ``clean_loss(student(x)) + weight * term``, and a callback for after backward.
+
+        ``model`` runs once on the clean and perturbed batch together; ``normalise`` turns pixels (0..1) into
+        the model's input. Call the returned callback after ``backward()``: it takes the ascent step.
+        """
+        adv, d, which = self.perturb(pixels)
+        n = len(pixels)
+        logits = model(normalise(torch.cat([pixels, adv])))
+        clean_logits, adv_logits = logits[:n], logits[n:]
+        term = self.term(adv_logits, teacher_logits)
+        grad = self.targeted_gradient(adv_logits, d, which) if self.settings.mode == "targeted" else None
+        total = clean_loss(clean_logits) + self.settings.weight * term
+
+        def after_backward() -> None:
+            self.ascend(grad if grad is not None else d.grad)
+
+        return total, after_backward
+
+    # -- what a resume file saves (Distiller.tensors() names it "adversarial") -----------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {"delta": self.delta.detach().cpu().clone(), "turn": self.turn, "restarts": self.restarts,
+                "gen": self.gen.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.delta.copy_(state["delta"].to(self.delta.device))
+        self.turn, self.restarts = int(state["turn"]), int(state["restarts"])
+        self.gen.set_state(state["gen"])
