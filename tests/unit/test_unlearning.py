@@ -114,6 +114,7 @@ def test_the_cli_flags_reach_the_config_and_a_resume_refuses_to_change_them(tmp_
     assert (cfg.adversarial, cfg.adv_eps, cfg.adv_mode, cfg.adv_step, cfg.adv_restart) == (
         0.5, 0.1, "untargeted", 0.5, None)
     resumed = parser.parse_args(["cleanse", "--resume", str(tmp_path), "--adversarial", "1"])
-    (tmp_path / "config.json").write_text(json.dumps({"checkpoint": "m.pt", "unlabeled": "u", "resolved": {}}))
+    (tmp_path / "config.json").write_text(json.dumps({"checkpoint": str(tmp_path / "m.pt"),  # absolute, as written
+                                                      "unlabeled": str(tmp_path / "u"), "resolved": {}}))
     with pytest.raises(ConfigError, match="--adversarial"):
         cli._config(resumed)
