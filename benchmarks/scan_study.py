@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -39,9 +40,11 @@ EPOCHS = 15
 DEFAULT_CACHE = Path.home() / ".cache" / "bcu-scan-study"
 
 
-def parse_model(spec: str) -> tuple[str, int]:
-    family, _, seed = spec.partition(":")
-    return family, int(seed or 0)
+def parse_model(spec: str) -> tuple[str, int, int]:
+    """``family:seed[:target]`` -> (family, seed, target); the target defaults to class 0 (the demo's)."""
+    family, _, rest = spec.partition(":")
+    seed, _, target = rest.partition(":")
+    return family, int(seed or 0), int(target or TARGET)
 
 
 def splits_for(seed: int) -> dict:
@@ -49,13 +52,14 @@ def splits_for(seed: int) -> dict:
     return split_digits(images, labels, seed=seed)
 
 
-def model_path(cache: Path, family: str, seed: int) -> Path:
-    return cache / f"{family}-{seed}.pt"
+def model_path(cache: Path, family: str, seed: int, target: int = TARGET) -> Path:
+    suffix = "" if target == TARGET or family == "clean" else f"-t{target}"
+    return cache / f"{family}-{seed}{suffix}.pt"
 
 
-def train_one(cache: Path, family: str, seed: int) -> dict:
+def train_one(cache: Path, family: str, seed: int, target: int = TARGET) -> dict:
     """Train (or reuse) one model; returns its sidecar (ACC/ASR on the test split, seconds)."""
-    path = model_path(cache, family, seed)
+    path = model_path(cache, family, seed, target)
     meta_path = path.with_suffix(".json")
     if path.is_file() and meta_path.is_file():
         return json.loads(meta_path.read_text())
@@ -64,13 +68,13 @@ def train_one(cache: Path, family: str, seed: int) -> dict:
     x_test, y_test = split["test"]
     attack = "badnets" if family == "clean" else family
     t0 = time.perf_counter()
-    model = train_backdoored(x_train, y_train, attack=attack, target=TARGET,
+    model = train_backdoored(x_train, y_train, attack=attack, target=target,
                              poison_rate=0.0 if family == "clean" else 0.1, epochs=EPOCHS, seed=seed)
     seconds = time.perf_counter() - t0
-    meta = {"family": family, "seed": seed, "epochs": EPOCHS, "train_seconds": round(seconds, 1),
+    meta = {"family": family, "seed": seed, "target": None if family == "clean" else target, "epochs": EPOCHS, "train_seconds": round(seconds, 1),
             "acc": round(evaluate(model, x_test, y_test), 4)}
     if family != "clean":
-        meta["asr"] = round(attack_success_rate(model, x_test, y_test, TARGET, get_attack(family, 32, seed)), 4)
+        meta["asr"] = round(attack_success_rate(model, x_test, y_test, target, get_attack(family, 32, seed)), 4)
     cache.mkdir(parents=True, exist_ok=True)
     torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, path)
     meta_path.write_text(json.dumps({**meta, "arch": "resnet18_cifar", "num_classes": 10, "width": 16,
@@ -85,29 +89,36 @@ def load(cache: Path, family: str, seed: int, path: Path | None = None):
 
 
 def scan_row(model, images: torch.Tensor, plan, config=None) -> tuple[dict, object]:
-    """Scan one model; the row holds every statistic of every probe, so the choice can be revisited."""
+    """Scan one model; the row holds every probe's per-class scores and p-value, so the rule can be revisited."""
     from bcu_gui.core.scan import STATISTICS, run_scan
 
     t0 = time.perf_counter()
     result = run_scan(model.module, images, model.normalization, model.num_classes, config, plan)
     seconds = time.perf_counter() - t0
-    row = {"verdict": result.verdict, "suspected_class": result.suspected_class,
-           "anomaly_index": round(result.anomaly_index, 3), "probe": result.probe, "seconds": round(seconds, 1)}
+    row = {"verdict": result.verdict, "suspected_class": result.suspected_class, "top_class": result.top_class,
+           "p_value": result.p_value, "false_alarm": result.false_alarm,
+           "anomaly_index": round(result.anomaly_index, 3), "probe": result.probe, "seconds": round(seconds, 1),
+           "threads": torch.get_num_threads(), "load": round(os.getloadavg()[0], 2)}
     for report in result.probes:
         ceiling = 1024.0 if report.kind == "mask" else 1.0
         row[report.kind] = {
             "sizes": [None if v is None else round(v, 4) for v in report.sizes],
             "flips": [None if v is None else round(v, 3) for v in report.flips],
-            "smallest_class": report.smallest_class,
-            "stats": {name: round(fn(report.sizes, ceiling), 3) for name, fn in STATISTICS.items()},
+            "scores": [round(v, 4) for v in report.scores],
+            "smallest_class": report.smallest_class, "p_value": report.p_value,
+            "anomaly_index": round(report.anomaly_index, 3), "threshold": round(report.threshold, 3),
+            "steps": report.steps, "forwarded": report.forwarded,
         }
+        if report.kind != "margin":
+            row[report.kind]["stats"] = {name: round(fn(report.sizes, ceiling), 3) for name, fn in STATISTICS.items()}
     return row, result
 
 
-def scan_one(cache: Path, family: str, seed: int, plan) -> dict:
-    model = load(cache, family, seed)
-    row, _ = scan_row(model, splits_for(seed)["unlabeled"][0], plan)
-    return {"family": family, "seed": seed, "model": "teacher", **row}
+def scan_one(cache: Path, family: str, seed: int, plan, target: int = TARGET, config=None) -> dict:
+    model = load(cache, family, seed, model_path(cache, family, seed, target))
+    row, _ = scan_row(model, splits_for(seed)["unlabeled"][0], plan, config)
+    return {"family": family, "seed": seed, "target": None if family == "clean" else target, "model": "teacher",
+            **row}
 
 
 def cleanse_one(cache: Path, family: str, seed: int, plan) -> dict:
@@ -154,18 +165,19 @@ def _ratio(row: dict, probe: str) -> float:
     return row[probe]["stats"]["median_ratio"]
 
 
-def judge(row: dict) -> tuple[str, int | None, float, str]:
-    """(verdict, suspected class, anomaly index, probe) under the scan's current defaults, from a row's sizes.
+def judge(row: dict, probes: tuple[str, ...] = ("margin", "mask", "perturbation"),
+          alpha: float = 0.01) -> tuple[str, int | None, float, str]:
+    """(verdict, suspected class, anomaly index, probe) from a row's per-probe p-values: the Bonferroni rule of
+    the scan (smallest p-value times the number of probes, against ``alpha``) over the probes named.
 
-    Rows keep every probe's statistics, so a change of statistic or threshold is re-judged without rescanning.
+    Rows keep every probe's p-value, so another subset of probes or false-alarm rate is judged without
+    rescanning (each probe's p-value does not depend on the others).
     """
-    from bcu_gui.core.scan import ScanConfig
-
-    config = ScanConfig()
-    scored = [(row[p]["stats"][config.statistic] / config.threshold(p), p) for p in ("mask", "perturbation")]
-    score, probe = max(scored)
-    index = row[probe]["stats"][config.statistic]
-    flagged = score >= 1.0
+    present = [p for p in probes if p in row]
+    probe = min(present, key=lambda p: row[p]["p_value"])
+    p_value = min(1.0, row[probe]["p_value"] * len(present))
+    flagged = p_value < alpha
+    index = row[probe].get("anomaly_index", 0.0)
     return ("backdoor" if flagged else "clean", row[probe]["smallest_class"] if flagged else None, index, probe)
 
 
@@ -222,6 +234,24 @@ def report(paths: list[Path]) -> None:
               f"{before['seconds']:.0f} |")
 
 
+def scan_config(args: argparse.Namespace):
+    """The scan's defaults with the command line's overrides."""
+    import dataclasses
+
+    from bcu_gui.core.scan import ScanConfig
+
+    config = ScanConfig()
+    changes: dict = {}
+    if args.probes:
+        changes["probes"] = tuple(args.probes)
+    if args.steps:
+        changes["settings"] = dataclasses.replace(config.settings, steps=args.steps)
+    margin = {k: v for k, v in (("steps", args.margin_steps), ("starts", args.margin_starts)) if v}
+    if margin:
+        changes["margin"] = dataclasses.replace(config.margin, **margin)
+    return dataclasses.replace(config, **changes)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("stage", choices=("train", "scan", "cleanse", "report"))
@@ -230,6 +260,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=Path, nargs="+", help="append one JSON row per result to this file "
                         "(report: the row files to read)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--probes", nargs="+", help="scan probes (default: the scan's own)")
+    parser.add_argument("--steps", type=int, help="trigger-probe steps (default: the scan's own)")
+    parser.add_argument("--margin-steps", type=int, help="margin-probe steps (default: the scan's own)")
+    parser.add_argument("--margin-starts", type=int, help="margin-probe starts per class (default: the scan's own)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -240,11 +274,11 @@ def main(argv: list[str] | None = None) -> int:
 
     plan = plan_compute(args.device)
     for spec in args.models:
-        family, seed = parse_model(spec)
+        family, seed, target = parse_model(spec)
         if args.stage == "train":
-            row = train_one(args.cache, family, seed)
+            row = train_one(args.cache, family, seed, target)
         elif args.stage == "scan":
-            row = scan_one(args.cache, family, seed, plan)
+            row = scan_one(args.cache, family, seed, plan, target, scan_config(args))
         else:
             row = cleanse_one(args.cache, family, seed, plan)
         print(json.dumps(row), flush=True)

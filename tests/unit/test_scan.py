@@ -13,7 +13,7 @@ from bcu_gui.core.devices import plan_compute
 from bcu_gui.core.errors import ConfigError
 from bcu_gui.core.normalization import PRESETS
 from bcu_gui.core.scan import (
-    ProbeSettings, ScanCancelled, ScanConfig, ScanFinished, ScanProgress, ScanStarted, Trigger, mad_index,
+    MarginSettings, ProbeSettings, ScanCancelled, ScanConfig, ScanFinished, ScanProgress, ScanStarted, Trigger, mad_index,
     median_ratio, proxy_asr, run_scan, scan, split_images, stamp,
 )
 
@@ -55,7 +55,8 @@ def _images(n: int = 64, seed: int = 0) -> torch.Tensor:
 
 
 def _fast(steps: int = 120, **kw) -> ScanConfig:
-    return ScanConfig(settings=ProbeSettings(steps=steps, batch_size=16, window=10, patience=4), **kw)
+    return ScanConfig(settings=ProbeSettings(steps=steps, batch_size=16, window=10, patience=4),
+                      margin=MarginSettings(steps=min(steps, 60), starts=4), **kw)
 
 
 # ---- stamping and proxy ASR -------------------------------------------------------------------------------
@@ -153,7 +154,7 @@ def test_scan_events_and_json_shape():
     events = list(scan(model, _images(), NONE, 4, _fast(steps=20), CPU))
     assert isinstance(events[0], ScanStarted) and isinstance(events[-1], ScanFinished)
     progress = [e for e in events if isinstance(e, ScanProgress)]
-    assert {e.probe for e in progress} == {"mask", "perturbation"}
+    assert {e.probe for e in progress} == {"margin", "mask", "perturbation"}  # margin: the MM-BD probe
     fractions = [e.fraction for e in progress]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
     data = events[-1].result.to_dict()
@@ -163,7 +164,10 @@ def test_scan_events_and_json_shape():
     assert back["suspected_class"] is None or isinstance(back["suspected_class"], int)
     assert isinstance(back["anomaly_index"], float)
     assert [c["class"] for c in back["classes"]] == [0, 1, 2, 3]
-    assert set(back["classes"][0]) == {"class", "mask_l1", "mask_flip", "perturbation", "perturbation_flip"}
+    assert set(back["classes"][0]) == {"class", "mask_l1", "mask_flip", "perturbation", "perturbation_flip",
+                                       "margin"}
+    assert 0 < back["p_value"] <= 1 and back["false_alarm"] == 0.01
+    assert {p["kind"] for p in back["probes"]} == {"margin", "mask", "perturbation"}
 
 
 def test_cancel_stops_the_scan_and_restores_the_model():
@@ -197,7 +201,8 @@ def test_split_is_disjoint_seeded_and_capped():
 
 
 @pytest.mark.parametrize("kwargs", [dict(probes=("sticker",)), dict(probes=()), dict(statistic="vibes"),
-                                    dict(fit_images=1)])
+                                    dict(fit_images=1), dict(false_alarm=0.0), dict(false_alarm=1.0),
+                                    dict(probes=("mask", "mask"))])
 def test_bad_scan_settings_are_config_errors(kwargs):
     with pytest.raises(ConfigError):
         ScanConfig(**kwargs)
