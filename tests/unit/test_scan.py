@@ -154,7 +154,7 @@ def test_scan_events_and_json_shape():
     events = list(scan(model, _images(), NONE, 4, _fast(steps=20), CPU))
     assert isinstance(events[0], ScanStarted) and isinstance(events[-1], ScanFinished)
     progress = [e for e in events if isinstance(e, ScanProgress)]
-    assert {e.probe for e in progress} == {"margin", "mask", "perturbation"}  # margin: the MM-BD probe
+    assert {e.probe for e in progress} == {"mask", "perturbation"}
     fractions = [e.fraction for e in progress]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
     data = events[-1].result.to_dict()
@@ -167,7 +167,24 @@ def test_scan_events_and_json_shape():
     assert set(back["classes"][0]) == {"class", "mask_l1", "mask_flip", "perturbation", "perturbation_flip",
                                        "margin"}
     assert 0 < back["p_value"] <= 1 and back["false_alarm"] == 0.01
-    assert {p["kind"] for p in back["probes"]} == {"margin", "mask", "perturbation"}
+    assert {p["kind"] for p in back["probes"]} == {"mask", "perturbation"}
+    assert back["classes"][0]["margin"] is None  # the margin probe is opt-in
+
+
+def test_the_margin_probe_names_the_planted_class():
+    """MM-BD's statistic on its own: the corner drives class 0's logit 30 past what any prototype reaches."""
+    result = run_scan(Planted(), _images(), NONE, 4, _fast(probes=("margin",)), CPU)
+    report = result.probes[0]
+    assert report.kind == "margin" and report.smallest_class == 0 and report.p_value < 0.01, result.to_dict()
+    assert result.suspected_class == 0 and result.candidate is None  # no trigger probe ran: no trigger picture
+    assert result.classes[0].margin == max(c.margin for c in result.classes)
+
+
+def test_the_false_alarm_rate_is_the_users_and_is_reported():
+    result = run_scan(Planted(), _images(), NONE, 4, _fast(false_alarm=0.2), CPU)
+    assert result.verdict == "backdoor" and result.false_alarm == 0.2 and result.p_value < 0.2
+    assert "< 20% false alarms" in result.verdict_line()
+    assert result.to_dict()["false_alarm"] == 0.2
 
 
 def test_cancel_stops_the_scan_and_restores_the_model():

@@ -53,7 +53,9 @@ PROBE_KINDS = ("margin", "mask", "perturbation")
 class ScanConfig:
     """Everything that decides a scan's result. Defaults measured on digits models (README)."""
 
-    probes: tuple[str, ...] = PROBE_KINDS
+    # the margin probe (MM-BD) is opt-in: measured on digits it ranks a naturally easy class first on clean and
+    # backdoored models alike (README, "How the verdict was chosen"), and it costs a third more time
+    probes: tuple[str, ...] = ("mask", "perturbation")
     fit_images: int = 200  # at most this many unlabelled images fit the triggers
     measure_images: int = 200  # at most this many others measure their flip rates
     settings: ProbeSettings = field(default_factory=ProbeSettings)
