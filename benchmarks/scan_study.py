@@ -9,6 +9,9 @@ that split, nothing else. Rows are printed as they come and appended to a JSON-l
     python benchmarks/scan_study.py train --models clean:0 clean:1 badnets:1 blend:0 ...
     python benchmarks/scan_study.py scan  --models clean:0 blend:0 ... [--rows rows.jsonl]
     python benchmarks/scan_study.py cleanse --models badnets:0 blend:0 ...   # proxy ASR before/after BCU
+    python benchmarks/scan_study.py table --rows ROWS.jsonl ... [--probes mask perturbation] [--false-alarm 0.01]
+
+``family:seed:target`` trains a model poisoned to another class than 0 (the cache names it ``-t<target>``).
 
 The cache defaults to ``~/.cache/bcu-scan-study`` (``--cache`` to change). ``badnets:0`` is the shipped demo
 model's exact recipe.
@@ -234,6 +237,80 @@ def report(paths: list[Path]) -> None:
               f"{before['seconds']:.0f} |")
 
 
+def with_p_values(row: dict, ceiling: float = 1024.0) -> dict:
+    """A row from before the calibrated verdict (sizes only) gets each trigger probe's p-value and scores, computed
+    from its sizes exactly as the scan does now (``ceiling``: the mask probe's, H * W)."""
+    import statistics as st
+
+    from bcu_gui.core.scan.anomaly import filled
+    from bcu_gui.core.scan.calibration import top_class_test
+
+    for probe, ceil in (("mask", ceiling), ("perturbation", 1.0)):
+        entry = row.get(probe)
+        if entry is None or "p_value" in entry:
+            continue
+        values = [1.0 / v for v in filled(entry["sizes"], ceil)]
+        med = st.median(values)
+        scores = [v / med for v in values]
+        test = top_class_test(scores, 0.005)
+        entry.update(p_value=test.p_value, scores=scores, smallest_class=test.cls,
+                     anomaly_index=scores[test.cls], threshold=test.threshold())
+    return row
+
+
+def table(paths: list[Path], probes: tuple[str, ...], alpha: float = 0.01) -> None:
+    """Per family: models, detected, right class, false alarms, the combined p-values and deciding scores, the
+    seconds; then the ROC-style view: every model's combined p-value, and the rates at several false-alarm
+    rates. Reads scan rows of scan_study.py (digits; old rows are re-judged from their sizes) and
+    scan_realscale.py alike; a teacher scanned twice counts once (its last row)."""
+    rows: dict[tuple, dict] = {}
+    for path in paths:
+        for line in path.read_text().splitlines():
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            if row.get("model") == "cleansed":
+                row = {**row["before"], "family": row["family"], "seed": row["seed"], "target": TARGET}
+            target = row.get("target", None if row["family"] == "clean" else TARGET)
+            row["target"] = None if row["family"] == "clean" else target
+            rows[(row["family"], row["seed"], row["target"])] = with_p_values(row)
+    judged = []
+    for key, row in sorted(rows.items(), key=lambda kv: (kv[0][0] != "clean", kv[0][0], kv[0][1])):
+        present = [p for p in probes if p in row]
+        if not present:
+            continue
+        probe = min(present, key=lambda p: row[p]["p_value"])
+        p_value = min(1.0, row[probe]["p_value"] * len(present))
+        judged.append((key, row, probe, p_value, row[probe]["smallest_class"]))
+    print(f"probes {', '.join(probes)}; false-alarm rate {alpha:g}\n")
+    print("| family | models | detected | right class | p-values (combined) | deciding index | seconds |")
+    print("|---|---|---|---|---|---|---|")
+    for family in dict.fromkeys(k[0] for k, *_ in judged):
+        group = [j for j in judged if j[0][0] == family]
+        hits = [j for j in group if j[3] < alpha]
+        right = [j for j in hits if family != "clean" and j[4] == j[0][2]]
+        ps = sorted(j[3] for j in group)
+        idx = [j[1][j[2]]["anomaly_index"] for j in group]
+        secs = [j[1]["seconds"] for j in group if "seconds" in j[1]]
+        label = f"{len(hits)}/{len(group)} (false alarms)" if family == "clean" else f"{len(hits)}/{len(group)}"
+        print(f"| {family} | {len(group)} | {label} | {'-' if family == 'clean' else f'{len(right)}/{len(group)}'}"
+              f" | {ps[0]:.2g} - {ps[-1]:.2g} | {min(idx):.2f} - {max(idx):.2f} | "
+              f"{(f'{min(secs):.0f} - {max(secs):.0f}') if secs else '-'} |")
+    print("\n| model | target | deciding probe | top class | combined p | " + " | ".join(
+        f"{p} p (class)" for p in probes) + " |")
+    print("|---|---|---|---|---|" + "---|" * len(probes))
+    for (family, seed, target), row, probe, p_value, cls in judged:
+        cells = " | ".join(f"{row[p]['p_value']:.2g} ({row[p]['smallest_class']})" if p in row else "-"
+                           for p in probes)
+        print(f"| {family}-{seed} | {'-' if target is None else target} | {probe} | {cls} | {p_value:.2g} | {cells} |")
+    clean = [j[3] for j in judged if j[0][0] == "clean"]
+    bad = [j for j in judged if j[0][0] != "clean"]
+    print("\n| false-alarm rate | detected (right class) | false alarms |\n|---|---|---|")
+    for rate in (0.001, 0.005, 0.01, 0.05, 0.1):
+        det = sum(j[3] < rate and j[4] == j[0][2] for j in bad)
+        print(f"| {rate:g} | {det}/{len(bad)} | {sum(p < rate for p in clean)}/{len(clean)} |")
+
+
 def scan_config(args: argparse.Namespace):
     """The scan's defaults with the command line's overrides."""
     import dataclasses
@@ -254,13 +331,15 @@ def scan_config(args: argparse.Namespace):
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("stage", choices=("train", "scan", "cleanse", "report"))
+    parser.add_argument("stage", choices=("train", "scan", "cleanse", "report", "table"))
     parser.add_argument("--models", nargs="+", default=[], help="family:seed, family in clean/badnets/blend/sig/wanet")
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     parser.add_argument("--rows", type=Path, nargs="+", help="append one JSON row per result to this file "
                         "(report: the row files to read)")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--probes", nargs="+", help="scan probes (default: the scan's own)")
+    parser.add_argument("--probes", nargs="+", help="scan probes (default: the scan's own; table: the probes "
+                        "whose p-values the verdict combines)")
+    parser.add_argument("--false-alarm", type=float, default=0.01, help="table: the false-alarm rate")
     parser.add_argument("--steps", type=int, help="trigger-probe steps (default: the scan's own)")
     parser.add_argument("--margin-steps", type=int, help="margin-probe steps (default: the scan's own)")
     parser.add_argument("--margin-starts", type=int, help="margin-probe starts per class (default: the scan's own)")
@@ -269,6 +348,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     if args.stage == "report":
         report(args.rows or [])
+        return 0
+    if args.stage == "table":
+        table(args.rows or [], tuple(args.probes or ("mask", "perturbation")), args.false_alarm)
         return 0
     from bcu_gui.core.devices import plan_compute
 

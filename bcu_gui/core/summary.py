@@ -76,7 +76,8 @@ class ScanRecord:
     false_alarm: float | None = None  # the false-alarm rate the verdict was taken at
 
     def verdict_line(self) -> str:
-        """'suspected class 0, anomaly 38.7, p 0.0002 < 1%' or 'no class stands out, anomaly 1.3, p 0.41 >= 1%'
+        """'suspected class 0, anomaly 38.7, p 0.0002 (below 1%)' or 'no class stands out, anomaly 1.3,
+        p 0.41 (not below 1%)'
         (p: the scan's calibrated p-value; 1%: the false-alarm rate the verdict was taken at)."""
         if self.verdict == "unscanned":
             return "not scanned (the run was stopped)"
@@ -88,8 +89,8 @@ class ScanRecord:
         p = f"{self.p_value:.2g}" if self.p_value >= 0.01 else f"{self.p_value:.1g}"
         rate = f"{self.false_alarm * 100:g}%"
         if self.suspected_class is not None:
-            return f"suspected class {self.suspected_class}, anomaly {anomaly}, p {p} < {rate}"
-        return f"no class stands out, anomaly {anomaly}, p {p} >= {rate}"
+            return f"suspected class {self.suspected_class}, anomaly {anomaly}, p {p} (below {rate})"
+        return f"no class stands out, anomaly {anomaly}, p {p} (not below {rate})"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> "ScanRecord | None":

@@ -183,7 +183,7 @@ def test_the_margin_probe_names_the_planted_class():
 def test_the_false_alarm_rate_is_the_users_and_is_reported():
     result = run_scan(Planted(), _images(), NONE, 4, _fast(false_alarm=0.2), CPU)
     assert result.verdict == "backdoor" and result.false_alarm == 0.2 and result.p_value < 0.2
-    assert "< 20% false alarms" in result.verdict_line()
+    assert "below the 20% false-alarm rate" in result.verdict_line()
     assert result.to_dict()["false_alarm"] == 0.2
 
 

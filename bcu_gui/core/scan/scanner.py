@@ -160,12 +160,13 @@ class ScanResult:
         return self.candidate if self.suspected_class is not None else None
 
     def verdict_line(self) -> str:
-        """One sentence: 'backdoor suspected: class 0, anomaly 6.1 (mask probe; p 0.0003 < 1% false alarms)'
+        """One sentence: 'backdoor suspected: class 0, anomaly 6.1 (mask probe; p 0.0003, below the 1% false-alarm
+        rate)'
         or 'no class stands out at a 1% false-alarm rate (p 0.41; top class 3, anomaly 1.3)'."""
         rate = format_rate(self.false_alarm)
         if self.suspected_class is not None:
             return (f"backdoor suspected: class {self.suspected_class}, anomaly {self.anomaly_index:.1f} "
-                    f"({self.probe} probe; p {format_p(self.p_value)} < {rate} false alarms)")
+                    f"({self.probe} probe; p {format_p(self.p_value)}, below the {rate} false-alarm rate)")
         return (f"no class stands out at a {rate} false-alarm rate (p {format_p(self.p_value)}; top class "
                 f"{self.top_class}, anomaly {self.anomaly_index:.1f}, {self.probe} probe)")
 
