@@ -36,7 +36,33 @@ def add_parser(sub, model_args: Callable[[argparse.ArgumentParser], None]) -> ar
     p.add_argument("--steps", type=int, default=None, metavar="N",
                    help="optimiser steps per probe (default 300; fewer is faster and less sure)")
     p.add_argument("--seed", type=int, default=0, help="seed for the image split and the optimisation")
+    add_verdict_args(p, "")
     return p
+
+
+def add_verdict_args(p: argparse.ArgumentParser, prefix: str) -> None:
+    """``--false-alarm`` and ``--probes`` (``--scan-false-alarm``, ``--scan-probes`` on cleanse/demo)."""
+    from .core.scan import DEFAULT_FALSE_ALARM, PROBE_KINDS
+
+    p.add_argument(f"--{prefix}false-alarm", type=float, default=DEFAULT_FALSE_ALARM, metavar="RATE",
+                   help="call a model backdoored only when its top class's p-value is below RATE, the share of "
+                        f"clean models that may be flagged (default {DEFAULT_FALSE_ALARM:g} = 1%%)")
+    p.add_argument(f"--{prefix}probes", nargs="+", choices=PROBE_KINDS, default=None, metavar="PROBE",
+                   help="probes to run: mask, perturbation (default, both recover a trigger) and margin "
+                        "(MM-BD's maximum margin, no trigger picture; opt-in)")
+
+
+def verdict_config(args: argparse.Namespace, prefix: str, settings) -> "object":
+    """The ScanConfig of the verdict options (``prefix`` '' or 'scan_')."""
+    from .core.scan import ScanConfig
+
+    rate = getattr(args, f"{prefix}false_alarm")
+    if not 0 < rate < 1:
+        raise ConfigError(f"--{prefix.replace('_', '-')}false-alarm must lie between 0 and 1 (0.01 is 1%), "
+                          f"got {rate:g}")
+    probes = getattr(args, f"{prefix}probes")
+    return ScanConfig(settings=settings, seed=settings.seed, false_alarm=rate,
+                      **({"probes": tuple(dict.fromkeys(probes))} if probes else {}))
 
 
 def _out_names(trigger_kind: str) -> list[str]:
@@ -61,7 +87,7 @@ def run(args: argparse.Namespace, load: Callable[[argparse.Namespace], object]) 
     """Run the scan verb; ``load`` is the CLI's checkpoint loader (shared options, one error path)."""
     from .core.data import load_unlabeled
     from .core.devices import plan_compute
-    from .core.scan import ProbeSettings, ScanConfig, ScanProgress, run_scan, split_images
+    from .core.scan import ProbeSettings, ScanProgress, run_scan, split_images
 
     if args.limit < 3:
         raise ConfigError(f"--limit must be at least 3, got {args.limit}")
@@ -76,7 +102,7 @@ def run(args: argparse.Namespace, load: Callable[[argparse.Namespace], object]) 
         raise ConfigError(f"a scan needs at least 3 readable images in {args.unlabeled}, found {len(images)}")
     plan = plan_compute(args.device, args.precision)
     settings = ProbeSettings(seed=args.seed, **({"steps": args.steps} if args.steps else {}))
-    config = ScanConfig(settings=settings, seed=args.seed)
+    config = verdict_config(args, "", settings)
     shown = [-1.0]
 
     def progress(event) -> None:
@@ -101,6 +127,7 @@ def run(args: argparse.Namespace, load: Callable[[argparse.Namespace], object]) 
     else:
         print(format_table(result))
         print(result.verdict_line())
+        print(explain(result))
         if out is not None and result.candidate is None:
             print("no class reached the target flip rate, so there is no trigger to save; "
                   f"wrote {printable(written[0])}")
@@ -115,17 +142,32 @@ def _fmt(value: float | None, spec: str) -> str:
 
 
 def format_table(result) -> str:
-    """The per-class table: mask norm and flip rate, perturbation size (of 255) and flip rate."""
-    lines = [f"{'class':>5s} {'mask L1':>9s} {'flip':>6s} {'perturb.':>9s} {'flip':>6s}"]
+    """The per-class table: mask norm and flip rate, perturbation size (of 255) and flip rate, and the margin
+    (in typical clean margins) when the margin probe ran; then each probe's top class, anomaly index, the
+    index it needed at the false-alarm rate, and its p-value."""
+    from .core.scan import format_p
+
+    margin = any(r.kind == "margin" for r in result.probes)
+    lines = [f"{'class':>5s} {'mask L1':>9s} {'flip':>6s} {'perturb.':>9s} {'flip':>6s}"
+             + (f" {'margin':>7s}" if margin else "")]
     for c in result.classes:
         mark = "  <- suspected" if c.cls == result.suspected_class else ""
         pert = None if c.perturbation is None else c.perturbation * 255
         lines.append(f"{c.cls:5d} {_fmt(c.mask_l1, '9.1f')} {_fmt(c.mask_flip, '6.0%')} "
-                     f"{_fmt(pert, '9.1f')} {_fmt(c.perturbation_flip, '6.0%')}{mark}")
-    indices = ", ".join(f"{r.kind} {r.anomaly_index:.2f} (threshold {r.threshold:g}, class {r.smallest_class})"
-                        for r in result.probes)
-    lines.append(f"anomaly index ({result.statistic.replace('_', ' ')}): {indices}")
+                     f"{_fmt(pert, '9.1f')} {_fmt(c.perturbation_flip, '6.0%')}"
+                     + (f" {_fmt(c.margin, '7.2f')}" if margin else "") + mark)
+    indices = ", ".join(f"{r.kind} {r.anomaly_index:.2f} (class {r.smallest_class}, needed {r.threshold:.2f}, "
+                        f"p {format_p(r.p_value)})" for r in result.probes)
+    lines.append(f"anomaly index (times the median class): {indices}")
     return "\n".join(lines)
+
+
+def explain(result) -> str:
+    """What the p-value means and why only the top class is the verdict (printed under the verdict line)."""
+    return (f"p: how likely a clean model's most extreme class is this extreme (per probe; the verdict multiplies "
+            f"the smallest by {len(result.probes)} probe(s) and compares it with the {result.false_alarm * 100:g}% "
+            f"false-alarm rate). Only the top class is judged: another class is measured against classes that "
+            f"include it.")
 
 
 def _to_png_array(chw: torch.Tensor):
@@ -196,6 +238,7 @@ def add_cleanse_args(p: argparse.ArgumentParser) -> None:
                    help="optimiser steps per scan probe (default 300; fewer is faster and less sure)")
     p.add_argument("--scan-limit", type=int, default=400, metavar="N",
                    help="scan with at most N of the unlabelled images (default 400)")
+    add_verdict_args(p, "scan-")
 
 
 def cleanse_hook(args: argparse.Namespace, cfg):
@@ -204,7 +247,7 @@ def cleanse_hook(args: argparse.Namespace, cfg):
 
     from .core.data import load_unlabeled
     from .core.models import load_model
-    from .core.scan import ProbeSettings, ScanConfig, ScanFinished, ScanHook, ScanProgress
+    from .core.scan import ProbeSettings, ScanFinished, ScanHook, ScanProgress
 
     if args.scan_limit < 3:
         raise ConfigError(f"--scan-limit must be at least 3, got {args.scan_limit}")
@@ -228,7 +271,7 @@ def cleanse_hook(args: argparse.Namespace, cfg):
                        f"({event.result.seconds:.0f} s)", file=sys.stderr)
 
     hook = ScanHook(images.images, model.normalization, model.num_classes,
-                    ScanConfig(settings=settings, seed=cfg.seed), progress=progress)
+                    verdict_config(args, "scan_", settings), progress=progress)
     return model, hook
 
 

@@ -56,6 +56,11 @@ def spec_of(args: argparse.Namespace):
         raise ConfigError(f"--scan-limit must be at least 3, got {args.scan_limit}")
     if args.scan_steps is not None and args.scan_steps < 1:
         raise ConfigError(f"--scan-steps must be at least 1, got {args.scan_steps}")
+    from .core.scan import DEFAULT_FALSE_ALARM
+
+    if getattr(args, "scan_probes", None) or getattr(args, "scan_false_alarm", DEFAULT_FALSE_ALARM) != DEFAULT_FALSE_ALARM:
+        raise ConfigError("a sweep scans with the default probes and false-alarm rate; --scan-probes and "
+                          "--scan-false-alarm apply to cleanse and demo only")
     spec = SweepSpec(presets=parse_presets(args.presets) if args.presets else (),
                      grid=parse_grid(args.grid) if args.grid else (), base_preset=args.base_preset,
                      seeds=parse_seeds(args.seeds), scan=args.scan, scan_steps=args.scan_steps,

@@ -2,8 +2,9 @@
 
 A sibling of the run view. It owns the Scan action, runs the core's scan in a background task (cancellable,
 with progress), and shows the result: a bar per class of how many times smaller than the median its
-recovered trigger is (the anomaly score the verdict uses), the threshold as a line, the suspected class in
-red; the recovered trigger as images (mask and pattern, or the perturbation, and stamped examples); the
+recovered trigger is (or, for the margin probe, how many times larger its margin is: the deciding probe's
+scores), a line at the score the top class needed to stand out at the chosen false-alarm rate, the suspected
+class in red; the recovered trigger as images (mask and pattern, or the perturbation, and stamped examples); the
 verdict sentence. "Use as triggered set" writes the stamped held-out images into a new folder and asks the
 window (``use_as_triggered``) to fill the data panel's triggered folder and target class with it.
 
@@ -32,8 +33,8 @@ from ..core.devices import plan_compute
 from ..core.errors import BcuError
 from ..core.models import LoadedModel
 from ..core.runs import default_runs_root
-from ..core.scan import (ScanConfig, ScanFinished, ScanProgress, ScanResult, run_scan, split_images, stamp,
-                         write_triggered_set)
+from ..core.scan import (ScanConfig, ScanFinished, ScanProgress, ScanResult, format_p, format_rate, run_scan,
+                         split_images, stamp, write_triggered_set)
 from . import dialogs
 from .log_pane import LogPane
 from .plain import NAME_LIMIT, html_text
@@ -47,9 +48,12 @@ BAR_COLOR, SUSPECT_COLOR, THRESHOLD_COLOR = "#90a4ae", "#c62828", "#ef6c00"
 
 
 def class_scores(result: ScanResult) -> list[float]:
-    """Per class: the median trigger size over that class's size (the deciding probe). The smallest class's
-    score is the scan's anomaly index (median-ratio statistic); a class that never flipped scores 0."""
+    """Per class: the deciding probe's score (times the median class; the top class's score is the scan's
+    anomaly index). For trigger probes that is the median trigger size over that class's size, and a class
+    that never flipped scores 0."""
     report = next(r for r in result.probes if r.kind == result.probe)
+    if report.scores and report.kind == "margin":
+        return list(report.scores)
     sizes = [s for s in report.sizes if s is not None and s > 0]
     if not sizes:
         return [0.0] * len(report.sizes)
@@ -75,7 +79,7 @@ class ScanChart(QWidget):
         super().__init__(parent)
         self.plot_widget = pg.PlotWidget(background="w")
         self.plot = self.plot_widget.getPlotItem()
-        self.plot.setTitle("How much smaller each class's trigger is than the median", size="10pt")
+        self.plot.setTitle("How far each class stands out (times the median class)", size="10pt")
         self.plot.setLabel("bottom", "class")
         self.plot.setLabel("left", "anomaly score (× smaller)")
         self.plot.showGrid(y=True, alpha=0.2)
@@ -116,7 +120,8 @@ class ScanChart(QWidget):
                 label.setPos(k, cut * 0.8)
                 self.plot.addItem(label)
                 self._value_labels.append(label)
-        self.threshold_line.label.setFormat(f"threshold {result.threshold:g}")
+        self.threshold_line.label.setFormat(f"needed at {format_rate(result.false_alarm)} false alarms: "
+                                            f"{result.threshold:.2f}")
         self.threshold_line.setValue(result.threshold)
         self.threshold_line.label.valueChanged()  # redraw the text even when the value itself did not change
         self.threshold_line.setVisible(True)
@@ -327,13 +332,19 @@ class ScanView(QObject):
     # ------------------------------------------------------------------------------------------ showing
     def show_result(self, result: ScanResult) -> None:
         self.chart.show_result(result)
+        rate, p = format_rate(result.false_alarm), format_p(result.p_value)
+        how = ("its margin is" if result.probe == "margin" else "its trigger is")
+        how += f" {result.anomaly_index:.1f}× {'larger' if result.probe == 'margin' else 'smaller'} than the median class's"
         if result.suspected_class is not None:
             text = (f"<span style='color:#b00020'><b>Backdoor suspected: class {result.suspected_class}.</b></span> "
-                    f"Its trigger is {result.anomaly_index:.1f}× smaller than the median class's "
-                    f"({result.probe} probe; threshold {result.threshold:g}).")
+                    f"{how[0].upper() + how[1:]} ({result.probe} probe); p = {p}, below the {rate} "
+                    f"false-alarm rate.")
         else:
-            text = (f"<span style='color:#2e7d32'><b>No class stands out</b></span> (anomaly "
-                    f"{result.anomaly_index:.1f} &lt; {result.threshold:g}).")
+            text = (f"<span style='color:#2e7d32'><b>No class stands out</b></span> at a {rate} false-alarm rate "
+                    f"(top class {result.top_class}: p = {p}; {how}).")
+        text += ("<br><span style='color:gray'>p: how likely a clean model's most extreme class would be this "
+                 "extreme. Only the top class is judged: a second bar past the line is measured against "
+                 "classes that include the first, so it is not evidence on its own.</span>")
         text += (f"<br><span style='color:gray'>{result.fit_images} images fitted the triggers, "
                  f"{result.measure_images} others measured them; {result.seconds:.0f} s on "
                  f"{result.device}.</span>")

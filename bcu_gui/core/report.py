@@ -423,8 +423,14 @@ def _scan_section(rec: RunRecord) -> str:
             continue
         rows = [("verdict", _verdict_html(record))] if record is not None else []
         if record is not None:
-            rows += [("deciding probe", esc(record.probe or "-")), ("anomaly index", fmt(record.anomaly_index, ".2f")),
-                     ("threshold", fmt(record.threshold, "g")), ("proxy ASR", pct(record.proxy_asr))]
+            rows += [("deciding probe", esc(record.probe or "-")), ("anomaly index", fmt(record.anomaly_index, ".2f"))]
+            if record.p_value is not None:  # summaries from before the calibrated verdict have none
+                rows += [("p-value (top class only)", fmt(record.p_value, ".2g")),
+                         ("false-alarm rate", pct(record.false_alarm)),
+                         ("index needed at that rate", fmt(record.threshold, ".2f"))]
+            else:
+                rows.append(("threshold", fmt(record.threshold, "g")))
+            rows.append(("proxy ASR", pct(record.proxy_asr)))
         for key, label in (("fit_images", "images fitted on"), ("measure_images", "held-out images"),
                            ("seconds", "seconds"), ("device", "device")):
             if key in data:

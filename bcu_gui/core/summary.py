@@ -74,15 +74,25 @@ class ScanRecord:
     probe: str = ""
     threshold: float | None = None
     proxy_asr: float | None = None
+    p_value: float | None = None  # the scan's calibrated p-value (None in summaries written before it existed)
+    false_alarm: float | None = None  # the false-alarm rate the verdict was taken at
 
     def verdict_line(self) -> str:
-        """'suspected class 0, anomaly 38.7' or 'no class stands out, anomaly 1.4'."""
+        """'suspected class 0, anomaly 38.7, p 0.0002 (below 1%)' or 'no class stands out, anomaly 1.3,
+        p 0.41 (not below 1%)'
+        (p: the scan's calibrated p-value; 1%: the false-alarm rate the verdict was taken at)."""
         if self.verdict == "unscanned":
             return "not scanned (the run was stopped)"
         anomaly = "-" if self.anomaly_index is None else f"{self.anomaly_index:.1f}"
+        if self.p_value is None or self.false_alarm is None:  # a summary from before the calibrated verdict
+            if self.suspected_class is not None:
+                return f"suspected class {self.suspected_class}, anomaly {anomaly}"
+            return f"no class stands out, anomaly {anomaly}"
+        p = f"{self.p_value:.2g}" if self.p_value >= 0.01 else f"{self.p_value:.1g}"
+        rate = f"{self.false_alarm * 100:g}%"
         if self.suspected_class is not None:
-            return f"suspected class {self.suspected_class}, anomaly {anomaly}"
-        return f"no class stands out, anomaly {anomaly}"
+            return f"suspected class {self.suspected_class}, anomaly {anomaly}, p {p} (below {rate})"
+        return f"no class stands out, anomaly {anomaly}, p {p} (not below {rate})"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> "ScanRecord | None":

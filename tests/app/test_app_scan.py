@@ -36,7 +36,9 @@ def test_scan_shows_bars_verdict_and_trigger_then_feeds_the_data_panel_and_a_sca
     assert sv.chart.highlighted == 0 and max(sv.chart.scores) == sv.chart.scores[0]
     assert "Backdoor suspected: class 0" in sv.verdict_label.text()
     shown = [label for label in sv.image_labels if label.isVisible()]
-    assert len(shown) == 6 and all(not label.pixmap().isNull() for label in shown)  # mask, pattern, 4 stamped
+    # mask + pattern + 4 stamped, or perturbation + 4 stamped: the deciding probe is the one with the smaller
+    # p-value since the calibrated verdict, and on this quick scan that can be either
+    assert len(shown) in (5, 6) and all(not label.pixmap().isNull() for label in shown)
 
     # one click: the recovered trigger becomes the triggered evaluation set
     w.data_panel.set_folders(w.data_panel.unlabeled_path(), w.data_panel.clean_path(), None, None)

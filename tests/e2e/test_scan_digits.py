@@ -1,5 +1,5 @@
-"""The scan on real digits models, with its default settings: it names the target of BadNets and Blended
-models, flags nothing on a model trained the same way without poisoning, and after the demo's cleansing
+"""The scan on real digits models, with its default settings: it names the target of BadNets, Blended and
+WaNet models, flags nothing on a model trained the same way without poisoning, and after the demo's cleansing
 flags nothing while the teacher's recovered trigger stops working (proxy ASR near 100% -> a few %).
 
 Models follow the demo's recipe (width-16 CIFAR ResNet-18, 1,000 digits, 15 epochs, 10% poisoned to class 0);
@@ -65,6 +65,18 @@ def test_scan_names_the_target_of_a_blended_model(split, plan):
     result = _scan(model, split, plan)
     print(f"blend: {result.verdict_line()} in {result.seconds:.0f} s")
     assert result.verdict == "backdoor" and result.suspected_class == 0
+
+
+def test_scan_names_the_target_of_a_warped_model(split, plan):
+    """WaNet (a warp: no patch, no added pattern). The study row of this exact recipe (benchmarks/
+    scan_study_rows.jsonl, wanet seed 0), re-judged by the calibrated rule: mask p 0.0005, perturbation p 0.0085,
+    combined 0.001, class 0 (benchmarks/README.md, "Scan verdict")."""
+    x, y = split["train"]
+    model = train_backdoored(x, y, attack="wanet", target=0, poison_rate=0.1, epochs=15, seed=0)
+    result = _scan(model, split, plan)
+    print(f"wanet: {result.verdict_line()} in {result.seconds:.0f} s")
+    assert result.verdict == "backdoor" and result.suspected_class == 0, result.to_dict()
+    assert result.p_value < result.false_alarm == 0.01
 
 
 def test_scan_flags_nothing_on_a_clean_model(split, plan):

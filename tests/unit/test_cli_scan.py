@@ -31,6 +31,7 @@ def test_table_and_verdict_line(tiny_checkpoint, unlabeled, capsys):
     assert [line.split()[0] for line in out[1:11]] == [str(k) for k in range(10)]
     assert out[11].startswith("anomaly index (")
     assert out[12].startswith("backdoor suspected: class ") or out[12].startswith("no class stands out")
+    assert out[13].startswith("p: ") and "1% false-alarm rate" in out[13]
 
 
 def test_json_is_one_object_without_nan_and_pngs_are_written(tiny_checkpoint, unlabeled, tmp_path, capsys):

@@ -13,7 +13,7 @@ from bcu_gui.core.devices import plan_compute
 from bcu_gui.core.errors import ConfigError
 from bcu_gui.core.normalization import PRESETS
 from bcu_gui.core.scan import (
-    ProbeSettings, ScanCancelled, ScanConfig, ScanFinished, ScanProgress, ScanStarted, Trigger, mad_index,
+    MarginSettings, ProbeSettings, ScanCancelled, ScanConfig, ScanFinished, ScanProgress, ScanStarted, Trigger, mad_index,
     median_ratio, proxy_asr, run_scan, scan, split_images, stamp,
 )
 
@@ -55,7 +55,8 @@ def _images(n: int = 64, seed: int = 0) -> torch.Tensor:
 
 
 def _fast(steps: int = 120, **kw) -> ScanConfig:
-    return ScanConfig(settings=ProbeSettings(steps=steps, batch_size=16, window=10, patience=4), **kw)
+    return ScanConfig(settings=ProbeSettings(steps=steps, batch_size=16, window=10, patience=4),
+                      margin=MarginSettings(steps=min(steps, 60), starts=4), **kw)
 
 
 # ---- stamping and proxy ASR -------------------------------------------------------------------------------
@@ -163,7 +164,27 @@ def test_scan_events_and_json_shape():
     assert back["suspected_class"] is None or isinstance(back["suspected_class"], int)
     assert isinstance(back["anomaly_index"], float)
     assert [c["class"] for c in back["classes"]] == [0, 1, 2, 3]
-    assert set(back["classes"][0]) == {"class", "mask_l1", "mask_flip", "perturbation", "perturbation_flip"}
+    assert set(back["classes"][0]) == {"class", "mask_l1", "mask_flip", "perturbation", "perturbation_flip",
+                                       "margin"}
+    assert 0 < back["p_value"] <= 1 and back["false_alarm"] == 0.01
+    assert {p["kind"] for p in back["probes"]} == {"mask", "perturbation"}
+    assert back["classes"][0]["margin"] is None  # the margin probe is opt-in
+
+
+def test_the_margin_probe_names_the_planted_class():
+    """MM-BD's statistic on its own: the corner drives class 0's logit 30 past what any prototype reaches."""
+    result = run_scan(Planted(), _images(), NONE, 4, _fast(probes=("margin",)), CPU)
+    report = result.probes[0]
+    assert report.kind == "margin" and report.smallest_class == 0 and report.p_value < 0.01, result.to_dict()
+    assert result.suspected_class == 0 and result.candidate is None  # no trigger probe ran: no trigger picture
+    assert result.classes[0].margin == max(c.margin for c in result.classes)
+
+
+def test_the_false_alarm_rate_is_the_users_and_is_reported():
+    result = run_scan(Planted(), _images(), NONE, 4, _fast(false_alarm=0.2), CPU)
+    assert result.verdict == "backdoor" and result.false_alarm == 0.2 and result.p_value < 0.2
+    assert "below the 20% false-alarm rate" in result.verdict_line()
+    assert result.to_dict()["false_alarm"] == 0.2
 
 
 def test_cancel_stops_the_scan_and_restores_the_model():
@@ -197,7 +218,8 @@ def test_split_is_disjoint_seeded_and_capped():
 
 
 @pytest.mark.parametrize("kwargs", [dict(probes=("sticker",)), dict(probes=()), dict(statistic="vibes"),
-                                    dict(fit_images=1)])
+                                    dict(fit_images=1), dict(false_alarm=0.0), dict(false_alarm=1.0),
+                                    dict(probes=("mask", "mask"))])
 def test_bad_scan_settings_are_config_errors(kwargs):
     with pytest.raises(ConfigError):
         ScanConfig(**kwargs)

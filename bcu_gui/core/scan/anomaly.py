@@ -15,7 +15,7 @@ from typing import Sequence
 MAD_SCALE = 1.4826  # makes the MAD a consistent estimator of the standard deviation for normal data
 
 
-def _filled(sizes: Sequence[float | None], ceiling: float) -> list[float]:
+def filled(sizes: Sequence[float | None], ceiling: float) -> list[float]:
     """Sizes with classes that never reached the target counted at the probe's ceiling (kept positive)."""
     floor = ceiling * 1e-6
     return [max(floor, ceiling if s is None else min(float(s), ceiling)) for s in sizes]
@@ -23,7 +23,7 @@ def _filled(sizes: Sequence[float | None], ceiling: float) -> list[float]:
 
 def smallest(sizes: Sequence[float | None], ceiling: float) -> int:
     """The class with the smallest trigger (ties: the lowest class index)."""
-    values = _filled(sizes, ceiling)
+    values = filled(sizes, ceiling)
     return min(range(len(values)), key=values.__getitem__)
 
 
@@ -33,7 +33,7 @@ def mad_index(sizes: Sequence[float | None], ceiling: float, log: bool = False) 
     ``log`` compares log sizes, which treats "half the median" the same at every scale. Returns 0 when all
     sizes are equal, and caps the index at 1e3 when the MAD is zero but the minimum is not the median.
     """
-    values = _filled(sizes, ceiling)
+    values = filled(sizes, ceiling)
     if log:
         values = [math.log(v) for v in values]
     med = statistics.median(values)
@@ -46,13 +46,13 @@ def mad_index(sizes: Sequence[float | None], ceiling: float, log: bool = False) 
 
 def median_ratio(sizes: Sequence[float | None], ceiling: float) -> float:
     """How many times smaller than the median the smallest class's trigger is (>= 1)."""
-    values = _filled(sizes, ceiling)
+    values = filled(sizes, ceiling)
     return statistics.median(values) / min(values)
 
 
 def second_ratio(sizes: Sequence[float | None], ceiling: float) -> float:
     """How many times smaller than the second smallest the smallest class's trigger is (>= 1)."""
-    values = sorted(_filled(sizes, ceiling))
+    values = sorted(filled(sizes, ceiling))
     return values[1] / values[0] if len(values) > 1 else 1.0
 
 

@@ -41,7 +41,8 @@ def record(result: ScanResult, proxy: float | None) -> ScanRecord:
     """The summary's view of a scan result, with a model's proxy ASR under the teacher's trigger."""
     return ScanRecord(verdict=result.verdict, suspected_class=result.suspected_class,
                       anomaly_index=_finite(result.anomaly_index), probe=result.probe,
-                      threshold=result.threshold, proxy_asr=proxy)
+                      threshold=_finite(result.threshold), proxy_asr=proxy, p_value=result.p_value,
+                      false_alarm=result.false_alarm)
 
 
 def _finite(value: float) -> float | None:
