@@ -162,6 +162,7 @@ def atomic_write_text(path: Path, text: str) -> None:
         fh.write(text)
         fh.flush()
         os.fsync(fh.fileno())
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600; the cache is shared
     os.replace(tmp, path)
 
 
@@ -172,6 +173,7 @@ def atomic_torch_save(obj, path: Path) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name, suffix=".tmp")
     os.close(fd)
     torch.save(obj, tmp)
+    os.chmod(tmp, 0o644)
     os.replace(tmp, path)
 
 
@@ -221,7 +223,8 @@ def train_teacher(attack: str, seed: int, *, recipe: dict | None = None, out_dir
     x_train, y_train = x_all[idx], y_all[idx]
     fn = trigger(attack, seed)
     kwargs = dict(width=r["width"], epochs=r["epochs"], batch_size=r["batch_size"], lr=r["lr"],
-                  weight_decay=r["weight_decay"], crop_pad=r["crop_pad"], seed=seed, verbose=verbose)
+                  weight_decay=r["weight_decay"], crop_pad=r["crop_pad"], seed=seed, verbose=verbose,
+                  device=device)
     if attack == "clean":
         kwargs.update(attack=lambda x: x, target=target, poison_rate=0.0)
     elif attack == "sig":
@@ -251,7 +254,7 @@ def train_teacher(attack: str, seed: int, *, recipe: dict | None = None, out_dir
         "recipe": {k: r[k] for k in ("epochs", "batch_size", "lr", "weight_decay", "crop_pad")},
         "teacher_acc": round(acc, 4), "teacher_asr": None if asr is None else round(asr, 4),
         "measured_on": "the 7,500 test images outside the defense set (ASR: their non-target ones, triggered)",
-        "train_seconds": round(train_s, 1), "torch_threads": torch.get_num_threads(), "machine": machine(),
+        "train_seconds": round(train_s, 1), "train_device": str(device), "torch_threads": torch.get_num_threads(), "machine": machine(),
         "torch": torch.__version__,
         "dataset": "Fashion-MNIST (Debian dataset-fashion-mnist), 28x28 grey as 3 identical channels",
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -31,7 +31,6 @@ DEFAULT_JSONL = REPO / "benchmarks" / "results" / "realscale.jsonl"
 SETTINGS = {"default": [], "paper": ["--preset", "paper"]}
 PAPER = {"badnets": (92.15, 3.00), "blended": (93.16, 4.90), "sig": (92.58, 0.91), "wanet": (92.05, 9.86)}
 FAMILIES = ("badnets", "blended", "sig", "wanet")
-QUICK_TEACHER = {"epochs": 6, "train_images": 10000}  # only when no full teacher is cached (see README)
 
 
 def _git_commit(path: Path) -> str | None:
@@ -69,7 +68,7 @@ def _min_asr(run_dir: Path) -> tuple[float | None, int | None]:
     return best
 
 
-def ensure_teacher(attack: str, seed: int, quick: bool, width: int, device: str) -> Path:
+def ensure_teacher(attack: str, seed: int, width: int, device: str) -> Path:
     if width != fmnist.RECIPE["width"]:
         root = fmnist.CACHE / f"teachers-w{width}"
     else:
@@ -78,19 +77,13 @@ def ensure_teacher(attack: str, seed: int, quick: bool, width: int, device: str)
     if path.exists():
         return path
     recipe = {"width": width}
-    if quick:
-        root = fmnist.CACHE / "teachers-quick"
-        path = fmnist.teacher_path(attack, seed, root)
-        if path.exists():
-            return path
-        recipe.update(QUICK_TEACHER)
-        print(f"no cached teacher: training a QUICK one ({QUICK_TEACHER}) into {root}", flush=True)
+    print(f"no cached teacher {path.name}: training it (the full recipe, also in --quick)", flush=True)
     fmnist.train_teacher(attack, seed, recipe=recipe, out_dir=root, device=device)
     return path
 
 
 def run_one(attack: str, seed: int, setting: str, flags: list[str], args, env: dict, engine: tuple) -> dict:
-    teacher = ensure_teacher(attack, seed, args.quick, args.width, args.device)
+    teacher = ensure_teacher(attack, seed, args.width, args.device)
     meta = json.loads(teacher.with_suffix(".json").read_text(encoding="utf-8"))
     unlabeled = fmnist.ensure_defense_set()
     clean = fmnist.ensure_clean_eval()
@@ -169,8 +162,12 @@ def column_of(row: dict) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    """Markdown: one line per teacher (attack, seed), one column per setting (latest row wins)."""
+    """Markdown: one line per teacher (attack, seed), one column per setting (latest row wins).
+
+    A cell is the saved student's ACC / ASR on the full test sets and the whole command's wall time."""
     rows = [r for r in rows if r.get("exit_code") == 0 and r.get("acc") is not None]
+    if not rows:
+        return "(no finished rows)"
     columns: list[str] = []
     cells: dict[tuple, dict] = {}
     teachers: dict[tuple, dict] = {}
@@ -191,7 +188,8 @@ def table(rows: list[dict]) -> str:
         vals = []
         for col in columns:
             r = cells.get(key + (col,))
-            vals.append(_fmt(r["acc"], r["asr"]) if r else "")
+            secs = f" ({r['wall_seconds']:.0f} s)" if r and r.get("wall_seconds") else ""
+            vals.append(_fmt(r["acc"], r["asr"]) + secs if r else "")
         lines.append(f"| {key[0]} | {key[1]} ({t['target']}) | {_fmt(t['teacher_acc'], t['teacher_asr'])} | "
                      + " | ".join(vals) + f" | {paper_s} |")
     return "\n".join(lines)
@@ -214,7 +212,7 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=None, help="cleanse epochs (default: the CLI's)")
     ap.add_argument("--label", default="", help="free text kept in the row and the column name")
     ap.add_argument("--quick", action="store_true",
-                    help="BadNets, seed 0 only; trains a smaller teacher if none is cached")
+                    help="BadNets, seed 0 only (the teacher is trained first when not cached)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda (teacher training and cleanse)")
     ap.add_argument("--width", type=int, default=None, help="teacher width (default 16; 64 with cuda)")
     ap.add_argument("--jsonl", type=Path, default=DEFAULT_JSONL)
@@ -235,14 +233,10 @@ def main(argv=None) -> int:
         if a not in fmnist.ATTACKS:
             ap.error(f"unknown attack {a!r}")
     env = dict(os.environ)
-    env.setdefault("OMP_NUM_THREADS", "1" if os.cpu_count() and os.cpu_count() <= 2 else str(os.cpu_count()))
-    import torch
-
-    torch.set_num_threads(int(env["OMP_NUM_THREADS"]))
     fmnist.load_split("t10k")  # exit 2 with the install hint when the data is missing
     fmnist.write_readme()
     engine = _engine_source(env)
-    print(f"engine: {engine[0]} ({engine[1]}), OMP_NUM_THREADS={env['OMP_NUM_THREADS']}", flush=True)
+    print(f"engine: {engine[0]} ({engine[1]}), OMP_NUM_THREADS={env.get('OMP_NUM_THREADS', 'unset')}", flush=True)
     args.jsonl.parent.mkdir(parents=True, exist_ok=True)
     new = []
     for seed in seeds:
