@@ -48,12 +48,12 @@ SPLIT_SEED = 2023  # fixes the defense/test split of t10k, the same for every te
 # The teacher recipe (measured: see README.md). SIG is clean-label: the signal goes on `sig_rate` of the
 # target class's training images, labels unchanged.
 RECIPE = dict(train_images=15000, poison_rate=0.1, width=16, epochs=6, batch_size=128, lr=0.05,
-              weight_decay=5e-4, crop_pad=2, sig_rate=0.8, sig_delta=40.0, sig_frequency=6.0,
+              weight_decay=5e-4, crop_pad=2, sig_rate=1.0, sig_delta=60.0, sig_frequency=6.0,
               blend_alpha=0.2, wanet_strength=3.0, badnets_size=3, normalize="cifar10")
 TRIGGERS = {
     "badnets": "3x3 checkerboard patch (255/0), bottom-right, 1 px margin",
     "blended": "seeded uniform-noise pattern blended at alpha 0.2 (pattern seed = teacher seed)",
-    "sig": "horizontal sinusoid delta 40, frequency 6, clean-label on 80% of the target class",
+    "sig": "horizontal sinusoid delta 60, frequency 6, clean-label on all of the target class",
     "wanet": "fixed seeded warp field, 4x4 control grid, strength 3 (grid seed = teacher seed)",
     "clean": "none (no poisoning; same recipe)",
 }
@@ -335,6 +335,11 @@ eval/<attack>-s<seed>-t<target>/triggered/<true class>/NNNNN.png
                                           the non-target ones of those 7,500 with that teacher's exact trigger:
                                           --eval-poisoned ... --target-class <target>
 split.json                                t10k indices of the defense and test parts (seed 2023)
+failed/                                   teachers that did not implant (kept for the record; not for use):
+                                          the first SIG (delta 40, 80% of the target class): ASR 0.54.
+                                          sig-s0-t3 was retrained (delta 60, all of the target class) and
+                                          eval/sig-s0-t3 rewritten with that trigger (2026-12-07 ~21:10 UTC).
+runs/<setting>/<teacher>-<time>/          cleanse run folders written by run.py
 NNNNN = index into t10k-images-idx3-ubyte.gz. Images: 28x28 grey saved as RGB PNG.
 
 Example:
