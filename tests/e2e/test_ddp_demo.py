@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from bcu_gui.core.outcome import EXIT_RUINED
 from bcu_gui.core.resume import RESUME_FILE, folder_state
 from bcu_gui.launcher import torchrun_env
 
@@ -102,7 +103,7 @@ def test_sigterm_to_the_launcher_stops_both_processes_and_leaves_a_resumable_fol
 
     resumed = _bcu("cleanse", "--resume", str(run), "--nproc", "2", "--json")
     out, err = resumed.communicate(timeout=600)
-    assert resumed.returncode == 0, err[-2000:]
+    assert resumed.returncode in (0, EXIT_RUINED), err[-2000:]  # 4 epochs of the demo may be judged ruined: exit 3
     final = [json.loads(line) for line in out.splitlines()][-1]["summary"]
     assert not final["cancelled"] and final["epochs_completed"] == epochs
     assert len((run / "metrics.jsonl").read_text().splitlines()) == epochs

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from bcu_gui.core.outcome import EXIT_RUINED
 from bcu_gui.launcher import torchrun_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(shutil.which("ss") is None, reason="needs ss (iproute2)")]
@@ -62,7 +63,7 @@ def test_a_two_process_run_listens_on_loopback_only(tmp_path):
         if proc.poll() is None:
             proc.kill()
         out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, err[-2000:]
+    assert proc.returncode in (0, EXIT_RUINED), err[-2000:]  # 1 epoch of the demo is judged ruined: exit 3
     # the agent's rendezvous store and the store it shares with the workers, and gloo's listeners in the workers
     assert len(seen) >= 3, seen
     assert {host for host, _, _ in seen} == {"127.0.0.1"}, seen
