@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from .core.outcome import EXIT_RUINED
 from .loopback import LOOPBACK, bind_agent_stores_to_loopback, loopback_interface
 
 NPROC = "--nproc"
@@ -66,9 +67,11 @@ def torchrun_main(argv: Sequence[str]) -> int:
     except SignalException as exc:
         return 128 + int(exc.sigval)
     except ChildFailedError as exc:
+        codes = [f.exitcode for f in exc.failures.values()]
+        if codes and all(c == EXIT_RUINED for c in codes):  # the run finished; rank 0 has said its verdict
+            return EXIT_RUINED
         failed = ", ".join(f"process {rank} (exit code {f.exitcode})" for rank, f in sorted(exc.failures.items()))
         print(f"bcu: the run ended because {failed} failed", file=sys.stderr)
-        codes = [f.exitcode for f in exc.failures.values()]
         return 2 if codes and all(c == 2 for c in codes) else 1
     return 0
 
