@@ -525,8 +525,9 @@ def _cleanse_in(args: argparse.Namespace, cfg, ctx, reporter) -> int:
                               file=sys.stderr)
                     return 128 + stopped_by[0] if stopped_by else EXIT_INTERRUPTED
                 if event.summary.outcome().kind == "ruined":
-                    if ctx is None or ctx.is_main:
-                        print(f"bcu: {event.summary.outcome().headline}", file=sys.stderr)
+                    if ctx is not None and not ctx.is_main:  # rank 0 says the verdict and carries its exit code
+                        return EXIT_OK
+                    print(f"bcu: {event.summary.outcome().headline}", file=sys.stderr)
                     return EXIT_RUINED
                 return EXIT_OK
     finally:

@@ -68,12 +68,23 @@ def torchrun_main(argv: Sequence[str]) -> int:
         return 128 + int(exc.sigval)
     except ChildFailedError as exc:
         codes = [f.exitcode for f in exc.failures.values()]
-        if codes and all(c == EXIT_RUINED for c in codes):  # the run finished; rank 0 has said its verdict
+        if ran_to_a_ruined_verdict({rank: f.exitcode for rank, f in exc.failures.items()}):
             return EXIT_RUINED
         failed = ", ".join(f"process {rank} (exit code {f.exitcode})" for rank, f in sorted(exc.failures.items()))
         print(f"bcu: the run ended because {failed} failed", file=sys.stderr)
         return 2 if codes and all(c == 2 for c in codes) else 1
     return 0
+
+
+def ran_to_a_ruined_verdict(codes: Mapping[int, int]) -> bool:
+    """Whether torchrun's failure table only says that the run finished and rank 0 judged the model ruined.
+
+    Rank 0 exits :data:`EXIT_RUINED` after saying the verdict; torchrun then sends SIGTERM to any process
+    still tearing down, which is no failure of the run. (Other ranks exit 0 on a ruined verdict.)
+    """
+    if codes.get(0) != EXIT_RUINED:
+        return False
+    return all(code in (EXIT_RUINED, -signal.SIGTERM) for rank, code in codes.items() if rank != 0)
 
 
 def torchrun_env(nproc: int, environ: Mapping[str, str] | None = None) -> dict[str, str]:

@@ -146,3 +146,15 @@ def test_the_apps_launched_run_reads_back_the_events_the_cli_prints(tmp_path):
         ["cleanse", "--config", "s.json", "--out", str(tmp_path / "run"), "--scan", "--json", "--nproc", "2"]
     assert launcher.LaunchedRun(cfg, 4, resume=True).arguments(Path("s.json")) == \
         ["cleanse", "--resume", str(tmp_path / "run"), "--json", "--nproc", "4"]
+
+
+@pytest.mark.parametrize("codes, ruined", [
+    ({0: 3}, True),                      # rank 0 said the verdict, the others ended cleanly
+    ({0: 3, 1: -15}, True),              # torchrun stopped a rank still tearing down after rank 0's verdict
+    ({0: 3, 1: 3}, True),
+    ({0: -15, 1: 3}, False),             # rank 0 did not finish: a real failure
+    ({0: 3, 1: 1}, False),               # another rank crashed
+    ({1: 3}, False),
+])
+def test_a_ruined_verdict_is_told_from_a_failed_run(codes, ruined):
+    assert launcher.ran_to_a_ruined_verdict(codes) is ruined
