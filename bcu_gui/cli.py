@@ -165,6 +165,9 @@ def _cleanse_args(p: argparse.ArgumentParser, demo: bool = False, sweep: bool = 
                    help="the perturbations' ascent step per optimiser step, a fraction of the budget (default 0.25)")
     p.add_argument("--adv-restart", type=int, metavar="EPOCHS", default=None,
                    help="restart the perturbations at random every EPOCHS epochs (default 10; 0: never)")
+    p.add_argument("--adv-until", type=float, metavar="F", default=None,
+                   help="the share of the epochs that carry the term, (0, 1] (default 1): plain distillation "
+                        "after it lets the accuracy recover")
     p.add_argument("--feature-space", action="store_true", default=None,
                    help="record where a fixed sample of clean and triggered images sits in the penultimate layer "
                         "every epoch (features.npz, shown in the app's Feature space tab)")
@@ -361,7 +364,7 @@ def _config(args: argparse.Namespace):
                                    "temperature_rise": args.temperature_rise, "feature_space": args.feature_space,
                                    "feature_sample": args.feature_sample, "adversarial": args.adversarial,
                                    "adv_eps": args.adv_eps, "adv_mode": args.adv_mode, "adv_step": args.adv_step,
-                                   "adv_restart": args.adv_restart}.items() if v is not None}
+                                   "adv_restart": args.adv_restart, "adv_until": args.adv_until}.items() if v is not None}
     if overrides.get("adv_restart") == 0:
         overrides["adv_restart"] = None
     if args.temperature_end is not None:
@@ -409,7 +412,8 @@ def _config_of_run(args: argparse.Namespace):
                                             ("--feature-sample", args.feature_sample),
                                             ("--adversarial", args.adversarial), ("--adv-eps", args.adv_eps),
                                             ("--adv-mode", args.adv_mode), ("--adv-step", args.adv_step),
-                                            ("--adv-restart", args.adv_restart)) if value is not None]
+                                            ("--adv-restart", args.adv_restart),
+                                            ("--adv-until", args.adv_until)) if value is not None]
         if changed:
             raise ConfigError(f"a resumed run keeps its settings; {', '.join(changed)} cannot change them "
                               "(repeat it with --config RUN_DIR/config.json to change settings)")
@@ -421,7 +425,8 @@ def _config_of_run(args: argparse.Namespace):
     for key, value in {"preset": args.preset, "epochs": args.epochs, "batch_size": args.batch_size,
                        "lr": args.lr, "feature_space": args.feature_space,
                        "feature_sample": args.feature_sample, "adversarial": args.adversarial,
-                       "adv_eps": args.adv_eps, "adv_mode": args.adv_mode, "adv_step": args.adv_step}.items():
+                       "adv_eps": args.adv_eps, "adv_mode": args.adv_mode, "adv_step": args.adv_step,
+                       "adv_until": args.adv_until}.items():
         if value is not None:
             setattr(cfg, key, None if value == "auto" else value)  # --batch-size auto: chosen from the set
     if args.adv_restart is not None:

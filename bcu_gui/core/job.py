@@ -105,6 +105,7 @@ class CleanseConfig:
     adv_mode: str = "targeted"  # targeted: one perturbation per class, towards it; untargeted: one, away
     adv_step: float = unlearning.DEFAULT_STEP  # ascent step, a fraction of the budget
     adv_restart: int | None = unlearning.DEFAULT_RESTART  # epochs between random restarts; None: never
+    adv_until: float = 1.0  # the share of the epochs that carry the term; plain distillation after it
 
     def validate(self) -> None:
         """Reject settings that cannot work, before any file is read."""
@@ -148,7 +149,8 @@ class CleanseConfig:
     def adversarial_settings(self) -> unlearning.AdversarialSettings:
         """The unlearning term's settings as the training step takes them."""
         return unlearning.AdversarialSettings(weight=self.adversarial, eps=self.adv_eps, mode=self.adv_mode,
-                                              step=self.adv_step, restart_every=self.adv_restart)
+                                              step=self.adv_step, restart_every=self.adv_restart,
+                                              until=self.adv_until)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

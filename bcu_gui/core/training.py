@@ -402,7 +402,7 @@ class Distiller:
                 distillation_loss(logits, teacher_probs, t)
 
         after_backward = None
-        if self.adversarial is None:
+        if self.adversarial is None or not self.adversarial.active(s.epoch, s.epochs):
             with self.plan.autocast():
                 logits = self.train_model(x)
             loss = clean_loss(logits)

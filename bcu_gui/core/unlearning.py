@@ -27,6 +27,7 @@ from its own shard (rank-local; the student's gradients are synchronised as usua
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -48,6 +49,7 @@ class AdversarialSettings:
     mode: str = "targeted"
     step: float = DEFAULT_STEP
     restart_every: int | None = DEFAULT_RESTART
+    until: float = 1.0  # the fraction of the epochs that carry the term; plain distillation after (ACC recovers)
 
     def validate(self) -> None:
         if not self.weight >= 0:
@@ -58,6 +60,8 @@ class AdversarialSettings:
             raise ValueError(f"unknown adversarial mode '{self.mode}': use {', '.join(MODES)}")
         if not 0 < self.step <= 1:
             raise ValueError(f"the ascent step must lie in (0, 1] (a fraction of the budget), got {self.step}")
+        if not 0 < self.until <= 1:
+            raise ValueError(f"the term's share of the epochs must lie in (0, 1], got {self.until}")
         if self.restart_every is not None and self.restart_every < 1:
             raise ValueError(f"restarts must be at least 1 epoch apart, got {self.restart_every}")
 
@@ -82,6 +86,10 @@ class AdversarialConsistency:
         e = self.settings.eps
         noise = (torch.rand(self.delta.shape, generator=self.gen) - 0.5) * e
         self.delta.copy_(noise.to(self.delta.device))
+
+    def active(self, epoch: int, epochs: int) -> bool:
+        """Whether 0-based ``epoch`` of ``epochs`` carries the term (the first ``ceil(until * epochs)`` do)."""
+        return epoch < math.ceil(self.settings.until * epochs - 1e-9)
 
     def maybe_restart(self, epoch: int) -> None:
         """At the start of 0-based ``epoch``: restart if ``restart_every`` epochs have passed since the last."""

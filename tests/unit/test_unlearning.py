@@ -50,9 +50,17 @@ def test_a_restart_comes_every_k_epochs_and_only_then():
     assert adv.restarts == 1 and not torch.equal(adv.delta, first)
 
 
+def test_the_term_covers_the_first_share_of_the_epochs_only():
+    adv = AdversarialConsistency(AdversarialSettings(until=0.5), 10, (3, 8, 8), torch.device("cpu"), 0)
+    assert [adv.active(e, 5) for e in range(5)] == [True, True, True, False, False]  # ceil(2.5) = 3 epochs
+    assert [adv.active(e, 4) for e in range(4)] == [True, True, False, False]
+    whole = AdversarialConsistency(AdversarialSettings(), 10, (3, 8, 8), torch.device("cpu"), 0)
+    assert all(whole.active(e, 7) for e in range(7))
+
+
 def test_settings_out_of_range_are_a_config_error():
     for bad in (dict(adversarial=-1.0), dict(adv_eps=0.0), dict(adv_mode="sideways"), dict(adv_step=2.0),
-                dict(adv_restart=0)):
+                dict(adv_restart=0), dict(adv_until=0.0), dict(adv_until=1.5)):
         with pytest.raises(ConfigError):
             CleanseConfig(checkpoint="x", unlabeled="y", **bad).validate()
 
