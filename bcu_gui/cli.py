@@ -19,7 +19,7 @@ from .core.atomic import dumps
 from .core.printable import printable
 from .core.errors import BcuError, ConfigError
 from .core.events import Failed, Finished
-from .core.groups import PRESET_NAMES, parse_ratios
+from .core.groups import DEFAULT_PRESET, PRESET_NAMES, parse_ratios
 from .core.outcome import EXIT_RUINED
 from .core.keep import KEEP_CHOICES, KEEP_HELP
 
@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("inspect", help="architecture, classes, input size and layer groups of a checkpoint")
     _model_args(p)
-    p.add_argument("--preset", default="paper", choices=PRESET_NAMES, help="ratios to show per group")
+    p.add_argument("--preset", default=DEFAULT_PRESET, choices=PRESET_NAMES, help="ratios to show per group")
     p.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
 
     p = sub.add_parser("evaluate", help="clean accuracy (ACC) and attack success rate (ASR) of a checkpoint")
@@ -155,12 +155,14 @@ def _cleanse_args(p: argparse.ArgumentParser, demo: bool = False, sweep: bool = 
     p.add_argument("--adversarial", type=float, metavar="LAMBDA", default=None,
                    help="weight of the adversarial consistency term (label-free unlearning, core/unlearning.py): "
                         "the student must give the teacher's clean-image answer on images moved by universal "
-                        "perturbations it is most sensitive to; 0 turns it off")
+                        "perturbations it is most sensitive to; 0 turns it off (default: 1 with the unlearn preset, "
+                        "the default; 0 with the others)")
     p.add_argument("--adv-eps", type=float, metavar="E", default=None,
                    help="L_inf budget of those perturbations in pixel units, 0..1 (default 0.2)")
-    p.add_argument("--adv-mode", choices=("targeted", "untargeted"), default=None,
-                   help="targeted (default): one perturbation per class, pushed towards it; untargeted: one, "
-                        "pushed away from the teacher's answer")
+    p.add_argument("--adv-mode", choices=("targeted", "untargeted", "focused"), default=None,
+                   help="focused (default): one perturbation per class, pushed towards it, and only a class "
+                        "whose shortcut stands out from the others carries the term; targeted: every class "
+                        "carries it; untargeted: one perturbation, pushed away from the teacher's answer")
     p.add_argument("--adv-step", type=float, metavar="F", default=None,
                    help="the perturbations' ascent step per optimiser step, a fraction of the budget (default 0.25)")
     p.add_argument("--adv-restart", type=int, metavar="EPOCHS", default=None,

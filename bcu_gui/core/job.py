@@ -39,7 +39,7 @@ from .errors import BcuError, ConfigError
 from .eval_schedule import EvalPlan, ScheduledEvaluator, choose_eval_plan, parse_eval_subset
 from .evaluation import EvalSets, Evaluator
 from .events import Event, Failed, Finished, Log, Paused, Resumed, Started
-from .groups import CONFIG_PRESETS, layer_groups, resolve_ratios
+from .groups import CONFIG_PRESETS, DEFAULT_PRESET, PRESET_TERM_WEIGHT, layer_groups, resolve_ratios
 from .memory_budget import MemoryChoice
 from .heartbeat import Heartbeat
 from .keep import KEEP_CHOICES
@@ -70,7 +70,7 @@ class CleanseConfig:
     input_size: int | None = None
     normalize: str | None = None
     trust_checkpoint: bool = False
-    preset: str = "paper"
+    preset: str = DEFAULT_PRESET
     ratios: dict[str, float] = field(default_factory=dict)  # per-group overrides on top of the preset
     epochs: int = 100
     batch_size: int | None = None  # None: chosen from the unlabelled set's size (core/batching.py)
@@ -100,9 +100,9 @@ class CleanseConfig:
     feature_sample: int = 200  # clean (and triggered) images per frame
     # adversarial consistency (core/unlearning.py): the student must give the teacher's clean-image answer on
     # images moved by universal perturbations it is itself most sensitive to; weight 0 turns it off
-    adversarial: float = 0.0  # the term's weight (lambda)
+    adversarial: float | None = None  # the term's weight (lambda); None: the preset's (unlearn 1, others 0)
     adv_eps: float = unlearning.DEFAULT_EPS  # L_inf budget of the perturbations, in pixel units (0..1)
-    adv_mode: str = "targeted"  # targeted: one perturbation per class, towards it; untargeted: one, away
+    adv_mode: str = "focused"  # focused / targeted: one perturbation per class, towards it; untargeted: one
     adv_step: float = unlearning.DEFAULT_STEP  # ascent step, a fraction of the budget
     adv_restart: int | None = unlearning.DEFAULT_RESTART  # epochs between random restarts; None: never
     adv_until: float = 1.0  # the share of the epochs that carry the term; plain distillation after it
@@ -146,9 +146,13 @@ class CleanseConfig:
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
 
+    def adversarial_weight(self) -> float:
+        """The term's weight: the one set, else the preset's (``unlearn`` brings it, the others do not)."""
+        return self.adversarial if self.adversarial is not None else PRESET_TERM_WEIGHT.get(self.preset, 0.0)
+
     def adversarial_settings(self) -> unlearning.AdversarialSettings:
         """The unlearning term's settings as the training step takes them."""
-        return unlearning.AdversarialSettings(weight=self.adversarial, eps=self.adv_eps, mode=self.adv_mode,
+        return unlearning.AdversarialSettings(weight=self.adversarial_weight(), eps=self.adv_eps, mode=self.adv_mode,
                                               step=self.adv_step, restart_every=self.adv_restart,
                                               until=self.adv_until)
 
@@ -387,6 +391,7 @@ class CleanseJob:
         ratios = resolve_ratios(groups, cfg.preset, cfg.ratios)
         student, report = build_student(model.module, model.fresh(cfg.seed), groups, ratios, cfg.seed)
         yield Log(message=report.describe())
+        yield Log(message=unlearning.describe(cfg.adversarial_settings(), cfg.preset, cfg.adversarial is None))
 
         batch = choose_batch_size(len(unlabeled), cfg.batch_size)
         yield Log(message=batch.reason)

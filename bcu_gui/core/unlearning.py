@@ -20,6 +20,13 @@ Each step the Distiller calls ``AdversarialConsistency.loss``:
    cost), in the ``targeted`` form on the mean ``log p_student(c | x + d_c)`` over the images that got ``d_c``
    (one extra backward to the input), which looks for the shortcut to class ``c`` directly.
 
+The ``focused`` form searches like ``targeted`` but weighs each class's images by how much that class's
+perturbation stands out: ``w_c = max(0, s_c - median(s)) / (1 - median(s))``, where ``s_c`` is a moving
+average of the share of images (not already in class ``c`` by the teacher) that ``d_c`` sends to ``c`` in the
+student. A backdoor is a shortcut far easier than any natural one, so at first one class carries the term
+(its images weighted ``K / max(1, sum w)``); once the shortcut is gone no class stands out and the term fades
+by itself, which spares the accuracy that forcing invariance to every class's natural perturbation costs.
+
 Every ``restart_every`` epochs the perturbations restart from random points of the ball, so the search does
 not settle on one local optimum. Under several processes (DDP) each rank keeps its own perturbations, updated
 from its own shard (rank-local; the student's gradients are synchronised as usual).
@@ -34,7 +41,8 @@ from typing import Any, Callable
 import torch
 from torch.nn import functional as F
 
-MODES = ("untargeted", "targeted")
+MODES = ("untargeted", "targeted", "focused")
+SUCCESS_DECAY = 0.9  # per step: the moving average of each class perturbation's success
 DEFAULT_EPS = 0.2  # L_inf budget in pixel units (0..1)
 DEFAULT_STEP = 0.25  # ascent step as a fraction of eps
 DEFAULT_RESTART = 10  # epochs between random restarts of the perturbations
@@ -46,7 +54,7 @@ class AdversarialSettings:
 
     weight: float = 1.0
     eps: float = DEFAULT_EPS
-    mode: str = "targeted"
+    mode: str = "focused"
     step: float = DEFAULT_STEP
     restart_every: int | None = DEFAULT_RESTART
     until: float = 1.0  # the fraction of the epochs that carry the term; plain distillation after (ACC recovers)
@@ -66,6 +74,17 @@ class AdversarialSettings:
             raise ValueError(f"restarts must be at least 1 epoch apart, got {self.restart_every}")
 
 
+def describe(settings: AdversarialSettings, preset: str, from_preset: bool) -> str:
+    """One line for the run's log: whether the student unlearns shortcuts, and with what."""
+    if settings.weight <= 0:
+        return ("unlearning term off: plain distillation (the paper's method"
+                + ("" if preset == "paper" else f" with the {preset} ratios") + ")")
+    why = f"the {preset} preset's" if from_preset else "set"
+    span = "" if settings.until >= 1 else f", for the first {settings.until:.0%} of the epochs"
+    return (f"unlearning shortcuts ({why}): adversarial consistency, {settings.mode}, weight {settings.weight:g}, "
+            f"budget {settings.eps:g}{span}; each step runs the student on twice the images")
+
+
 class AdversarialConsistency:
     """Universal perturbation(s) that persist across steps, and the consistency term they give."""
 
@@ -75,8 +94,9 @@ class AdversarialConsistency:
         self.settings = settings
         self.num_classes = num_classes
         self.gen = torch.Generator(device="cpu").manual_seed(seed + 7919)
-        count = num_classes if settings.mode == "targeted" else 1
+        count = 1 if settings.mode == "untargeted" else num_classes
         self.delta = torch.zeros((count, *shape), device=device)
+        self.success = torch.zeros(count, device=device)  # focused: each perturbation's moving success rate
         self.turn = 0  # which perturbation the next step uses (targeted: its class)
         self.restarts = 0  # restarts done so far (the epoch of the last one is restarts * restart_every)
         self.restart()
@@ -109,10 +129,29 @@ class AdversarialConsistency:
         which = self.assignment(len(pixels))
         return (pixels + d[which]).clamp(0.0, 1.0), d, which
 
-    def term(self, adv_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
-        """KL(p_teacher(x) || p_student(x + d)) at temperature 1, batch mean, fp32."""
+    def term(self, adv_logits: torch.Tensor, teacher_logits: torch.Tensor,
+             weights: torch.Tensor | None = None) -> torch.Tensor:
+        """KL(p_teacher(x) || p_student(x + d)) at temperature 1, batch mean (each image weighted), fp32."""
         target = F.softmax(teacher_logits.float(), dim=1)
-        return F.kl_div(F.log_softmax(adv_logits.float(), dim=1), target, reduction="batchmean")
+        per_image = F.kl_div(F.log_softmax(adv_logits.float(), dim=1), target, reduction="none").sum(dim=1)
+        return (per_image if weights is None else per_image * weights).mean()
+
+    @torch.no_grad()
+    def class_weights(self, adv_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                      which: torch.Tensor) -> torch.Tensor:
+        """Focused form: update each class's success average from this step, return each image's weight."""
+        k = len(self.delta)
+        hit = (adv_logits.argmax(dim=1) == which).float()
+        eligible = (teacher_logits.argmax(dim=1) != which).float()
+        hits = torch.zeros(k, device=hit.device).index_add_(0, which, hit * eligible)
+        counts = torch.zeros(k, device=hit.device).index_add_(0, which, eligible)
+        seen = counts > 0
+        rate = hits / counts.clamp_min(1)
+        self.success.copy_(torch.where(seen, SUCCESS_DECAY * self.success + (1 - SUCCESS_DECAY) * rate,
+                                       self.success))
+        median = self.success.median()
+        w = (self.success - median).clamp_min(0) / (1 - median).clamp_min(1e-6)
+        return (w * k / w.sum().clamp_min(1.0))[which]
 
     def targeted_gradient(self, adv_logits: torch.Tensor, d: torch.Tensor, which: torch.Tensor) -> torch.Tensor:
         """The gradient, for each class ``c``, of the mean ``log p(c | x + d_c)`` over the images given ``d_c``."""
@@ -145,8 +184,10 @@ class AdversarialConsistency:
         n = len(pixels)
         logits = model(normalise(torch.cat([pixels, adv])))
         clean_logits, adv_logits = logits[:n], logits[n:]
-        term = self.term(adv_logits, teacher_logits)
-        grad = self.targeted_gradient(adv_logits, d, which) if self.settings.mode == "targeted" else None
+        focused = self.settings.mode == "focused"
+        weights = self.class_weights(adv_logits, teacher_logits, which) if focused else None
+        term = self.term(adv_logits, teacher_logits, weights)
+        grad = self.targeted_gradient(adv_logits, d, which) if self.settings.mode != "untargeted" else None
         total = clean_loss(clean_logits) + self.settings.weight * term
 
         def after_backward() -> None:
@@ -157,9 +198,11 @@ class AdversarialConsistency:
     # -- what a resume file saves (Distiller.tensors() names it "adversarial") -----------------------------
     def state_dict(self) -> dict[str, Any]:
         return {"delta": self.delta.detach().cpu().clone(), "turn": self.turn, "restarts": self.restarts,
-                "gen": self.gen.get_state()}
+                "gen": self.gen.get_state(), "success": self.success.detach().cpu().clone()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.delta.copy_(state["delta"].to(self.delta.device))
         self.turn, self.restarts = int(state["turn"]), int(state["restarts"])
         self.gen.set_state(state["gen"])
+        if "success" in state:  # resume files written before the focused form have none (all zero then)
+            self.success.copy_(state["success"].to(self.success.device))

@@ -23,7 +23,7 @@ def test_moving_a_slider_updates_counts_and_total_and_switches_to_custom(window,
     w = window
     assert w.open_checkpoint(demo_env / "model.pt")
     panel = w.reinit_panel
-    assert panel.preset() == "paper"
+    assert panel.preset() == "unlearn"  # the default: the paper's ratios and the unlearning term
     paper = preset_ratios("paper", panel.groups)
     assert panel.ratios() == paper
     chosen, total, share = _total(panel)
@@ -44,13 +44,18 @@ def test_moving_a_slider_updates_counts_and_total_and_switches_to_custom(window,
     qtbot.keyClick(box, Qt.Key.Key_Return)
     assert layer4.slider.value() == pytest.approx(0.123) and layer4.ratio() == 0.123
     # recorded as 'custom' with every ratio (not 'none', which means nothing re-initialised)
-    assert panel.config_fields() == {"preset": "custom", "ratios": {**paper, "layer4": 0.123}, "seed": 0}
+    # the default preset (unlearn) turned the unlearning term on; Custom keeps it as it was
+    assert panel.config_fields() == {"preset": "custom", "ratios": {**paper, "layer4": 0.123}, "seed": 0,
+                                     "adversarial": 1.0}
 
     panel.set_preset("strong")
     assert all(v == 1.0 for v in panel.ratios().values())
     assert _total(panel)[2] == 100.0
     panel.seed_spin.setValue(7)
-    assert panel.config_fields() == {"preset": "strong", "ratios": {}, "seed": 7}
+    assert panel.config_fields() == {"preset": "strong", "ratios": {}, "seed": 7, "adversarial": 0.0}
+    assert not panel.unlearn_check.isChecked()  # a named preset says whether the term is on
+    panel.set_preset("unlearn")
+    assert panel.unlearn_check.isChecked() and panel.config_fields()["adversarial"] == 1.0
 
 
 def test_presets_have_the_engines_help_as_tooltips(qtbot):
@@ -59,8 +64,8 @@ def test_presets_have_the_engines_help_as_tooltips(qtbot):
     from PySide6.QtCore import Qt
 
     names = [panel.preset_combo.itemText(i) for i in range(panel.preset_combo.count())]
-    assert names == ["Paper", "Strong", "Uniform", "Decreasing", "None", "Custom"]
-    for i, key in enumerate(["paper", "strong", "uniform", "decreasing", "none"]):
+    assert names == ["Unlearn", "Paper", "Strong", "Uniform", "Decreasing", "None", "Custom"]
+    for i, key in enumerate(["unlearn", "paper", "strong", "uniform", "decreasing", "none"]):
         assert panel.preset_combo.itemData(i, Qt.ItemDataRole.ToolTipRole) == PRESET_HELP[key]
 
 

@@ -19,10 +19,10 @@ def _term(mode: str, eps: float = 0.1) -> AdversarialConsistency:
                                   torch.device("cpu"), seed=0)
 
 
-@pytest.mark.parametrize("mode", ["targeted", "untargeted"])
+@pytest.mark.parametrize("mode", ["targeted", "untargeted", "focused"])
 def test_the_perturbations_stay_in_budget_and_the_loss_is_finite(tiny_resnet, mode):
     adv = _term(mode, eps=0.1)
-    assert adv.delta.shape == ((10 if mode == "targeted" else 1), 3, 32, 32)
+    assert adv.delta.shape == ((1 if mode == "untargeted" else 10), 3, 32, 32)
     model = tiny_resnet.train()
     pixels = torch.rand(6, 3, 32, 32)
     with torch.no_grad():
@@ -67,7 +67,7 @@ def test_settings_out_of_range_are_a_config_error():
 
 def test_the_term_off_leaves_the_step_as_it_was(tiny_checkpoint, folders, tmp_path):
     """Weight 0 builds no term: the run's weights equal those of a run that never heard of it."""
-    plain = _config(tiny_checkpoint, folders, tmp_path, out=str(tmp_path / "plain"))
+    plain = _config(tiny_checkpoint, folders, tmp_path, out=str(tmp_path / "plain"), preset="paper")
     off = _config(tiny_checkpoint, folders, tmp_path, out=str(tmp_path / "off"), adversarial=0.0, adv_eps=0.3)
     for cfg in (plain, off):
         assert isinstance(list(CleanseJob(cfg, step_rate=0).events())[-1], Finished)
@@ -85,11 +85,11 @@ def test_the_term_on_changes_training_and_is_recorded(tiny_checkpoint, folders, 
     a, b = _weights(tmp_path / "plain"), _weights(tmp_path / "on")
     assert any(not torch.equal(a[k], b[k]) for k in a)
     saved = json.loads((tmp_path / "on" / "config.json").read_text())
-    assert saved["adversarial"] == 1.0 and saved["adv_mode"] == "targeted"
+    assert saved["adversarial"] == 1.0 and saved["adv_mode"] == "focused"
     assert CleanseConfig.from_dict(saved).adversarial_settings().weight == 1.0
 
 
-@pytest.mark.parametrize("mode", ["targeted", "untargeted"])
+@pytest.mark.parametrize("mode", ["targeted", "untargeted", "focused"])
 def test_a_resumed_run_with_the_term_reaches_the_same_weights_bit_for_bit(tiny_checkpoint, folders, tmp_path,
                                                                             mode):
     """The perturbations (and their restart generator) travel in resume.pt: a cut run ends where a whole one does."""
@@ -99,7 +99,7 @@ def test_a_resumed_run_with_the_term_reaches_the_same_weights_bit_for_bit(tiny_c
     cut = _config(tiny_checkpoint, folders, tmp_path, out=str(tmp_path / "cut"), **kw)
     _kill_after_epoch(cut, 1)
     point = torch.load(tmp_path / "cut" / "resume.pt", weights_only=True)
-    assert point["tensors"]["adversarial"]["delta"].shape[0] == (10 if mode == "targeted" else 1)
+    assert point["tensors"]["adversarial"]["delta"].shape[0] == (1 if mode == "untargeted" else 10)
     assert isinstance(list(CleanseJob(cut, step_rate=0, resume=True).events())[-1], Finished)
     a, b = _weights(tmp_path / "whole"), _weights(tmp_path / "cut")
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QFont
-from PySide6.QtWidgets import QComboBox, QFormLayout, QGridLayout, QGroupBox, QLabel, QSpinBox, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QGridLayout, QGroupBox, QLabel, QSpinBox,
+                               QVBoxLayout, QWidget)
 from superqt import QLabeledDoubleSlider
 
-from ...core.groups import (CUSTOM_PRESET, PRESET_HELP, PRESET_NAMES, LayerGroup, layer_groups, preset_ratios,
-                            resolve_ratios)
+from ...core.groups import (CUSTOM_PRESET, DEFAULT_PRESET, PRESET_HELP, PRESET_NAMES, PRESET_TERM_WEIGHT, LayerGroup,
+                            layer_groups, preset_ratios, resolve_ratios)
 from ...core.errors import BcuError
 from ..plain import plain, tip
 
@@ -75,6 +76,14 @@ class ReinitPanel(QGroupBox):
         self.preset_help = QLabel()
         self.preset_help.setWordWrap(True)
         self.preset_help.setStyleSheet("color: gray;")
+        self.unlearn_check = QCheckBox("Unlearn shortcuts while distilling")
+        self.unlearn_check.setToolTip(
+            "The adversarial consistency term (core/unlearning.py): the student must give the teacher's "
+            "clean-image answer on images moved by the one small change that most easily sends them to a "
+            "class. Removed backdoors that the paper's method keeps at real scale, at some accuracy and about "
+            "twice the time per step. The Unlearn preset turns it on; the paper's method has it off.")
+        self.unlearn_check.setChecked(PRESET_TERM_WEIGHT.get(DEFAULT_PRESET, 0.0) > 0)
+        self.unlearn_check.toggled.connect(self.changed)
         self.seed_spin = QSpinBox()
         self.seed_spin.setRange(0, 2**31 - 1)
         self.seed_spin.setToolTip("Seed of the re-initialisation masks and of training: same seed, same student")
@@ -83,6 +92,7 @@ class ReinitPanel(QGroupBox):
         form = QFormLayout()
         form.addRow("Preset", self.preset_combo)
         form.addRow("", self.preset_help)
+        form.addRow("", self.unlearn_check)
 
         self.grid = QGridLayout()
         self.grid.setHorizontalSpacing(8)
@@ -134,7 +144,7 @@ class ReinitPanel(QGroupBox):
             self.rows.append(row)
         self.grid.setColumnStretch(1, 1)
         preset = self.preset()
-        self.set_preset(preset if preset != CUSTOM else "paper")
+        self.set_preset(preset if preset != CUSTOM else DEFAULT_PRESET)
 
     def _clear_rows(self) -> None:
         while self.grid.count():
@@ -172,8 +182,14 @@ class ReinitPanel(QGroupBox):
     def config_fields(self) -> dict:
         """``preset``, ``ratios`` and ``seed`` for CleanseConfig: a named preset, or 'custom' with every ratio."""
         if self.preset() == CUSTOM:
-            return {"preset": CUSTOM_PRESET, "ratios": self.ratios(), "seed": self.seed_spin.value()}
-        return {"preset": self.preset(), "ratios": {}, "seed": self.seed_spin.value()}
+            return {"preset": CUSTOM_PRESET, "ratios": self.ratios(), "seed": self.seed_spin.value(),
+                    "adversarial": self.adversarial()}
+        return {"preset": self.preset(), "ratios": {}, "seed": self.seed_spin.value(),
+                "adversarial": self.adversarial()}
+
+    def adversarial(self) -> float:
+        """The unlearning term's weight the check box stands for (the Unlearn preset's when on, else 0)."""
+        return PRESET_TERM_WEIGHT.get(DEFAULT_PRESET, 1.0) if self.unlearn_check.isChecked() else 0.0
 
     def preset_label(self) -> str:
         """The preset as the combo shows it ('Strong', 'Custom')."""
@@ -197,6 +213,10 @@ class ReinitPanel(QGroupBox):
     # -- reactions ---------------------------------------------------------------------------------------
     def _on_preset_chosen(self, _index: int) -> None:
         key = self.preset()
+        if key != CUSTOM:  # a named preset says whether the term is on (Custom keeps the box as it is)
+            self.unlearn_check.blockSignals(True)
+            self.unlearn_check.setChecked(PRESET_TERM_WEIGHT.get(key, 0.0) > 0)
+            self.unlearn_check.blockSignals(False)
         if key != CUSTOM and self.groups:
             ratios = preset_ratios(key, self.groups)
             for row in self.rows:
