@@ -34,7 +34,7 @@ from . import untrusted
 from .batching import BatchChoice, choose_batch_size, steps_per_epoch
 from .bundled import resolve_eval_sets
 from .devices import PRECISIONS, plan_compute
-from .environment import ENVIRONMENT_FILE, environment_record
+from .environment import environment_record
 from .errors import BcuError, ConfigError
 from .eval_schedule import EvalPlan, ScheduledEvaluator, choose_eval_plan, parse_eval_subset
 from .evaluation import EvalSets, Evaluator
@@ -46,7 +46,8 @@ from .keep import KEEP_CHOICES
 from .lossreader import first_non_finite
 from .models import LoadedModel, load_model
 from .reinit import ReinitReport, build_student
-from .runs import RunFolder, new_run_dir, save_model
+from .runfolder.layout import CONFIG_FILE, ENVIRONMENT_FILE
+from .runfolder.writer import RunFolder, new_run_dir, save_model
 from .saveback import save_original_form
 from .streaming import StreamedImages, load_within_budget, training_images
 from .summary import ReinitRecord, Scores
@@ -172,9 +173,9 @@ class CleanseConfig:
     @classmethod
     def from_run(cls, run_dir: str | Path, out: str | None = None) -> "CleanseConfig":
         """The config of an earlier run, to repeat it; ``out`` names the new run's folder (default: a new one)."""
-        path = Path(run_dir) / "config.json"
+        path = Path(run_dir) / CONFIG_FILE
         if not os.path.lexists(path):
-            raise ConfigError(f"{run_dir} is not a run folder: it has no config.json")
+            raise ConfigError(f"{run_dir} is not a run folder: it has no {CONFIG_FILE}")
         return cls.from_file(path, out)
 
     @classmethod
