@@ -45,7 +45,7 @@ from .heartbeat import Heartbeat
 from .keep import KEEP_CHOICES
 from .lossreader import first_non_finite
 from .models import LoadedModel, load_model
-from .reinit import ReinitReport, build_student
+from .reinit import build_student
 from .runfolder.layout import CONFIG_FILE, ENVIRONMENT_FILE
 from .runfolder.writer import RunFolder, new_run_dir, save_model
 from .saveback import save_original_form
@@ -448,7 +448,7 @@ class CleanseJob:
         return distiller
 
     def _train(self, model: LoadedModel, student: torch.nn.Module, images: torch.Tensor, sets: EvalSets,
-               report: ReinitReport, plan, run: RunFolder, continuing: bool = False) -> Iterator[Event]:
+               report: ReinitRecord, plan, run: RunFolder, continuing: bool = False) -> Iterator[Event]:
         cfg = self.config
         d = self._distiller(model, student, images, sets, plan)
         if cfg.feature_space and self._writes:  # last: it may stamp the trigger a scan hook before it recovers
@@ -532,8 +532,7 @@ class CleanseJob:
         files, save_warning = self._save_models(d, model, run) if self._writes else ([], None)
         clock.tick()
         summary = d.summary(cleansed=cleansed, cancelled=cancelled, preset=cfg.preset,
-                            reinit=ReinitRecord(ratios=report.ratios, counts=report.counts, totals=report.totals,
-                                                seed=report.seed),
+                            reinit=report,
                             model_files=[str(p) for p in files], run_dir=str(run.path))
         if self.batch is not None:
             summary = dataclasses.replace(summary, batch_reason=self.batch.reason)
@@ -556,7 +555,7 @@ class CleanseJob:
             self._dist.barrier()
         yield Finished(summary=summary)
 
-    def _diverged(self, d: Distiller, model: LoadedModel, run: RunFolder, report: ReinitReport,
+    def _diverged(self, d: Distiller, model: LoadedModel, run: RunFolder, report: ReinitRecord,
                   what: str, step: int | None = None) -> Iterator[Event]:
         """A non-finite loss: go back to the last resume point (the last finite state), save it, and fail.
 
@@ -578,8 +577,7 @@ class CleanseJob:
         message = (f"training diverged: {what} at step {step}; the saved model is {where} "
                    f"(in {run.path}); lower the learning rate (it was {cfg.lr:g}) and run again")
         summary = d.summary(cleansed=cleansed, cancelled=True, preset=cfg.preset,
-                            reinit=ReinitRecord(ratios=report.ratios, counts=report.counts, totals=report.totals,
-                                                seed=report.seed),
+                            reinit=report,
                             model_files=[str(p) for p in files], run_dir=str(run.path))
         run.write_summary(dataclasses.replace(summary, note=message).to_dict())
         resume_points.discard(run.path)  # resuming would diverge again: the run is over
