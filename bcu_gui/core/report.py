@@ -31,13 +31,14 @@ from typing import Any, Iterable, Sequence
 
 from . import atomic, report_charts, untrusted
 from .errors import ConfigError
+from .runfolder import layout
 from .runfolder.layout import REPORT_NAME
 from .runfolder.reader import MAX_JSON_BYTES, RunRecord, is_run_folder, read_json_lenient, read_run
 
 SWEEP_CSV = "sweep.csv"
 SWEEP_JSON = "sweep.json"
 MAX_CSV_ROWS = 5000
-SCAN_PHASES = (("teacher", "Teacher (before cleansing)"), ("cleansed", "Cleansed model (after)"))
+SCAN_PHASES = tuple(zip(layout.SCAN_PHASES, ("Teacher (before cleansing)", "Cleansed model (after)")))
 
 
 class ReportExistsError(ConfigError):
