@@ -21,6 +21,7 @@ from .core.errors import BcuError, ConfigError
 from .core.events import Failed, Finished
 from .core.groups import DEFAULT_PRESET, PRESET_NAMES, parse_ratios
 from .core.outcome import EXIT_RUINED
+from .core.runfolder.layout import CONFIG_FILE
 from .core.keep import KEEP_CHOICES, KEEP_HELP
 
 
@@ -422,7 +423,7 @@ def _config_of_run(args: argparse.Namespace):
         return _trust_from_command_line(cfg, args)
     source = Path(args.config)
     cfg = CleanseConfig.from_run(source if source.is_dir() else source.parent, out=args.out) \
-        if source.is_dir() or source.name == "config.json" else CleanseConfig.from_file(source, args.out)
+        if source.is_dir() or source.name == CONFIG_FILE else CleanseConfig.from_file(source, args.out)
     _trust_from_command_line(cfg, args)
     for key, value in {"preset": args.preset, "epochs": args.epochs, "batch_size": args.batch_size,
                        "lr": args.lr, "feature_space": args.feature_space,

@@ -129,7 +129,7 @@ def cleanse_one(cache: Path, family: str, seed: int, plan) -> dict:
     import tempfile
 
     from bcu_gui.core.job import CleanseConfig, CleanseJob
-    from bcu_gui.core.runs import RunFolder
+    from bcu_gui.core.runfolder.writer import RunFolder
     from bcu_gui.core.events import Finished, Failed
     from bcu_gui.core.scan import proxy_asr, split_images, ScanConfig
     from bcu_gui.demo.digits import write_image_folder

@@ -16,7 +16,8 @@ from PySide6.QtCore import QBuffer, QByteArray, QIODevice, Qt
 from PySide6.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
 from ..core import atomic
-from ..core.run_library import RunCurves, RunRecord, comparison_csv, read_curves
+from ..core.run_library import RunCurves, comparison_csv, read_curves
+from ..core.runfolder.reader import RunRecord
 from . import dialogs
 from .plain import html_text, tip
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..core.run_library import RunRecord, read_curves, read_record, read_summary
+from ..core.run_library import read_curves
+from ..core.runfolder.layout import CONFIG_FILE, HEARTBEAT_FILE, METRICS_FILE, SUMMARY_FILE
+from ..core.runfolder.reader import RunRecord, read_record, read_summary
 from . import dialogs
 from .saved_run import record_html, show_curves
 
@@ -73,7 +75,7 @@ def watch_run(window, path: str | Path) -> bool:
         dialogs.error(window, "Cannot watch this folder", f"{folder} is not a folder")
         return False
     names = {p.name for p in folder.iterdir()} if folder.is_dir() else set()  # absent: a run about to start
-    if not names & {"config.json", "metrics.jsonl", "running.json", "summary.json"} and names:
+    if not names & {CONFIG_FILE, METRICS_FILE, HEARTBEAT_FILE, SUMMARY_FILE} and names:
         dialogs.error(window, "Not a run folder", f"{folder} holds other files and no run; choose the folder "
                       "named by `bcu cleanse --out`, or an empty one a run is about to write")
         return False

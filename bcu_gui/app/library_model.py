@@ -15,7 +15,7 @@ from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelInd
 from PySide6.QtGui import QColor
 
 from ..common import pct
-from ..core.run_library import RunRecord
+from ..core.runfolder.reader import RunRecord
 from .plain import tip
 
 SORT_ROLE = Qt.ItemDataRole.UserRole + 1

@@ -1,7 +1,7 @@
 """The run library panel: every run under the library's folders, listed as it is found.
 
-The folders are the default runs folder (``core.runs.default_runs_root``) and those the user added (kept in
-the app settings). A refresh scans them in a background task that hands records over in batches
+The folders are the default runs folder (``core.runfolder.writer.default_runs_root``) and those the user
+added (kept in the app settings). A refresh scans them in a background task that hands records over in batches
 (``core.run_library.scan_runs``), so thousands of runs fill the table without freezing the window; only
 small JSON files are read. From here a run is reopened, revealed in the file manager or deleted (to the
 trash where the system has one, after a confirmation), its cleansed model opened, and ticked runs are
@@ -19,8 +19,10 @@ from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFileDialog, QHBoxLayout, QHeaderView, QLabel,
                                QLineEdit, QMenu, QPushButton, QTableView, QToolButton, QVBoxLayout, QWidget)
 
-from ..core.run_library import STATUSES, RunRecord, read_record, scan_runs
-from ..core.runs import MODEL_STEM, default_runs_root
+from ..core.run_library import scan_runs
+from ..core.runfolder.layout import MODEL_FILE
+from ..core.runfolder.reader import STATUSES, RunRecord, read_record
+from ..core.runfolder.writer import default_runs_root
 from . import dialogs
 from .library_model import COLUMNS, RunFilterProxy, RunTableModel
 from .plain import plain
@@ -258,7 +260,7 @@ class LibraryPanel(QWidget):
         current = self.current() if one else None
         self.open_button.setEnabled(one)
         self.reveal_button.setEnabled(one)
-        self.model_button.setEnabled(current is not None and (current.path / f"{MODEL_STEM}.pt").is_file())
+        self.model_button.setEnabled(current is not None and (current.path / MODEL_FILE).is_file())
         self.delete_button.setEnabled(bool(self.table.selectionModel().selectedRows()))
         n = len(self.model.checked())
         self.compare_button.setText(f"Compare ticked ({n})" if n else "Compare ticked")
@@ -289,7 +291,7 @@ class LibraryPanel(QWidget):
     def _open_model(self) -> None:
         record = self.current()
         if record is not None:
-            self.open_model_requested.emit(record.path / f"{MODEL_STEM}.pt")
+            self.open_model_requested.emit(record.path / MODEL_FILE)
 
     def compare_checked(self) -> None:
         records = self.model.checked()

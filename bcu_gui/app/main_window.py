@@ -448,7 +448,7 @@ class MainWindow(QMainWindow):
         return missing
 
     def _output_root(self) -> Path:
-        from ..core.runs import default_runs_root
+        from ..core.runfolder.writer import default_runs_root
 
         root = self.training_panel.values().get("output_root")
         return Path(root) if root else default_runs_root()
@@ -505,7 +505,7 @@ class MainWindow(QMainWindow):
     def choose_run_to_resume(self) -> None:
         if self._refuse_while_running():
             return
-        from ..core.runs import default_runs_root
+        from ..core.runfolder.writer import default_runs_root
 
         start = default_runs_root()
         path = QFileDialog.getExistingDirectory(self, "Resume an unfinished run",

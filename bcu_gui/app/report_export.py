@@ -16,7 +16,9 @@ from PySide6.QtGui import QAction, QDesktopServices
 from PySide6.QtWidgets import QFileDialog, QWidget
 
 from ..core.errors import BcuError
-from ..core.report import REPORT_NAME, is_run_folder, is_sweep_folder, write_report
+from ..core.report import is_sweep_folder, write_report
+from ..core.runfolder.layout import REPORT_NAME
+from ..core.runfolder.reader import is_run_folder
 from . import dialogs
 from .panels.common import wait_cursor
 from .settings import AppSettings
@@ -43,7 +45,7 @@ class ReportExporter(QObject):
     def choose_and_export(self) -> None:
         folder = self.current_run()
         if folder is None:  # no run in this session yet: any run (or sweep) folder on disk
-            from ..core.runs import default_runs_root
+            from ..core.runfolder.writer import default_runs_root
 
             root = default_runs_root()
             chosen = QFileDialog.getExistingDirectory(self._window, "Choose a run folder to report on",

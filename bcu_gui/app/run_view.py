@@ -23,7 +23,8 @@ from ..core.events import EpochEnd, Event, Failed, FeatureFrame, Finished, Log, 
 from ..core.job import CleanseConfig, CleanseJob
 from ..core.models import LoadedModel
 from ..core import untrusted
-from ..core.runs import MODEL_STEM, model_files, save_model
+from ..core.runfolder.layout import MODEL_FILE, SIDECAR_FILE
+from ..core.runfolder.writer import model_files, save_model
 from . import dialogs
 from .feature_view import FeatureView
 from .log_pane import LogPane
@@ -309,7 +310,7 @@ class RunView(QObject):
         self.loss_plot.flush()
         self.epochs_plot.flush()
         self.last_finished = event
-        self.result_dir = Path(s.run_dir) if (Path(s.run_dir) / f"{MODEL_STEM}.pt").is_file() else None
+        self.result_dir = Path(s.run_dir) if (Path(s.run_dir) / MODEL_FILE).is_file() else None
         self.summary.show_finished(s, self._preset_label)
         state = "stopped" if s.cancelled else "done"
         outcome = s.outcome()
@@ -342,7 +343,7 @@ class RunView(QObject):
         dialogs.error(self._window, FAILURE_TITLES.get(event.kind, "The run failed"), text)
         if event.kind == "diverged" and self.last_config is not None:
             folder = Path(self.last_config.out or "")
-            self.result_dir = folder if (folder / f"{MODEL_STEM}.pt").is_file() else None  # the last finite epoch
+            self.result_dir = folder if (folder / MODEL_FILE).is_file() else None  # the last finite epoch
             self._update_actions()
         if event.kind == "disk":
             self.offer_save_elsewhere()
@@ -357,7 +358,7 @@ class RunView(QObject):
                            "Save it to another folder or disk now?"):
             return
         path, _ = QFileDialog.getSaveFileName(self._window, "Save the trained model elsewhere",
-                                              str(Path(self._settings.last_dir("save")) / "cleansed.pt"),
+                                              str(Path(self._settings.last_dir("save")) / MODEL_FILE),
                                               MODEL_FILTER, options=QFileDialog.Option.DontConfirmOverwrite)
         if path:
             self.save_trained_to(path)
@@ -420,8 +421,8 @@ class RunView(QObject):
             return None
         if not self.confirm_replace(path):
             return None
-        source = self.result_dir / f"{MODEL_STEM}.pt"
-        sidecar = self.result_dir / f"{MODEL_STEM}.json"
+        source = self.result_dir / MODEL_FILE
+        sidecar = self.result_dir / SIDECAR_FILE
         try:
             with wait_cursor():
                 untrusted.check_file(self.result_dir, source.name)  # a regular file, not a link planted there

@@ -9,7 +9,8 @@ from __future__ import annotations
 import html
 
 from ..common import pct
-from ..core.run_library import RunCurves, RunRecord
+from ..core.run_library import RunCurves
+from ..core.runfolder.reader import RunRecord
 
 EPOCH_AXIS, STEP_AXIS = "epoch (per-epoch loss from the run folder)", "step"
 

@@ -32,7 +32,7 @@ from ..core.data import load_unlabeled
 from ..core.devices import plan_compute
 from ..core.errors import BcuError
 from ..core.models import LoadedModel
-from ..core.runs import default_runs_root
+from ..core.runfolder.writer import default_runs_root
 from ..core.scan import (ScanConfig, ScanFinished, ScanProgress, ScanResult, format_p, format_rate, run_scan,
                          split_images, stamp, write_triggered_set)
 from . import dialogs

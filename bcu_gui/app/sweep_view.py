@@ -26,7 +26,7 @@ from ..core.events import EpochEnd, Failed, Log
 from ..core.groups import PRESET_NAMES
 from ..core.job import CleanseConfig
 from ..core.models import LoadedModel
-from ..core.runs import new_run_dir
+from ..core.runfolder.writer import new_run_dir
 from ..core.sweep import (METRIC_LABEL, RunBegins, RunEnds, SweepFinished, SweepJob, SweepRow, SweepSpec,
                           SweepStarted, front_metric, load_sweep, pareto_front, parse_grid, parse_seeds)
 from . import dialogs

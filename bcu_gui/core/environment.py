@@ -14,8 +14,6 @@ from typing import Any
 
 import torch
 
-ENVIRONMENT_FILE = "environment.json"
-
 
 def _version(module: str) -> str | None:
     try:

@@ -49,13 +49,13 @@ from .devices import ComputePlan
 from .errors import ConfigError
 from .events import FeatureFrame, Log
 from .groups import layer_groups
+from .runfolder.layout import FEATURES_FILE
 from .training import RunHook
 
 if TYPE_CHECKING:
     from .scan.trigger import Trigger
     from .training import Distiller
 
-FEATURES_FILE = "features.npz"
 DEFAULT_SAMPLE = 200
 ALIGN_RANK = 16  # student principal directions the alignment map reads (kept small: no fitting the noise)
 RIDGE = 1e-2  # relative ridge penalty of the alignment map

@@ -25,9 +25,8 @@ from pathlib import Path
 
 from . import atomic
 from . import untrusted
+from .runfolder.layout import FAILED_FILE, HEARTBEAT_FILE
 
-HEARTBEAT_FILE = "running.json"
-FAILED_FILE = "failed.json"
 BEAT_SECONDS = 5.0  # how often the writer's thread rewrites running.json
 MIN_STALE_SECONDS = 60.0  # never call a run dead sooner than this after its last beat
 EPOCHS_OF_SILENCE = 3.0  # ... nor sooner than this many of its own epochs

@@ -34,7 +34,7 @@ from . import untrusted
 from .batching import BatchChoice, choose_batch_size, steps_per_epoch
 from .bundled import resolve_eval_sets
 from .devices import PRECISIONS, plan_compute
-from .environment import ENVIRONMENT_FILE, environment_record
+from .environment import environment_record
 from .errors import BcuError, ConfigError
 from .eval_schedule import EvalPlan, ScheduledEvaluator, choose_eval_plan, parse_eval_subset
 from .evaluation import EvalSets, Evaluator
@@ -45,8 +45,9 @@ from .heartbeat import Heartbeat
 from .keep import KEEP_CHOICES
 from .lossreader import first_non_finite
 from .models import LoadedModel, load_model
-from .reinit import ReinitReport, build_student
-from .runs import RunFolder, new_run_dir, save_model
+from .reinit import build_student
+from .runfolder.layout import CONFIG_FILE, ENVIRONMENT_FILE
+from .runfolder.writer import RunFolder, new_run_dir, save_model
 from .saveback import save_original_form
 from .streaming import StreamedImages, load_within_budget, training_images
 from .summary import ReinitRecord, Scores
@@ -176,9 +177,9 @@ class CleanseConfig:
     @classmethod
     def from_run(cls, run_dir: str | Path, out: str | None = None) -> "CleanseConfig":
         """The config of an earlier run, to repeat it; ``out`` names the new run's folder (default: a new one)."""
-        path = Path(run_dir) / "config.json"
+        path = Path(run_dir) / CONFIG_FILE
         if not os.path.lexists(path):
-            raise ConfigError(f"{run_dir} is not a run folder: it has no config.json")
+            raise ConfigError(f"{run_dir} is not a run folder: it has no {CONFIG_FILE}")
         return cls.from_file(path, out)
 
     @classmethod
@@ -452,7 +453,7 @@ class CleanseJob:
         return distiller
 
     def _train(self, model: LoadedModel, student: torch.nn.Module, images: torch.Tensor, sets: EvalSets,
-               report: ReinitReport, plan, run: RunFolder, continuing: bool = False) -> Iterator[Event]:
+               report: ReinitRecord, plan, run: RunFolder, continuing: bool = False) -> Iterator[Event]:
         cfg = self.config
         d = self._distiller(model, student, images, sets, plan)
         if cfg.feature_space and self._writes:  # last: it may stamp the trigger a scan hook before it recovers
@@ -536,8 +537,7 @@ class CleanseJob:
         files, save_warning = self._save_models(d, model, run) if self._writes else ([], None)
         clock.tick()
         summary = d.summary(cleansed=cleansed, cancelled=cancelled, preset=cfg.preset,
-                            reinit=ReinitRecord(ratios=report.ratios, counts=report.counts, totals=report.totals,
-                                                seed=report.seed),
+                            reinit=report,
                             model_files=[str(p) for p in files], run_dir=str(run.path))
         if self.batch is not None:
             summary = dataclasses.replace(summary, batch_reason=self.batch.reason)
@@ -560,7 +560,7 @@ class CleanseJob:
             self._dist.barrier()
         yield Finished(summary=summary)
 
-    def _diverged(self, d: Distiller, model: LoadedModel, run: RunFolder, report: ReinitReport,
+    def _diverged(self, d: Distiller, model: LoadedModel, run: RunFolder, report: ReinitRecord,
                   what: str, step: int | None = None) -> Iterator[Event]:
         """A non-finite loss: go back to the last resume point (the last finite state), save it, and fail.
 
@@ -582,8 +582,7 @@ class CleanseJob:
         message = (f"training diverged: {what} at step {step}; the saved model is {where} "
                    f"(in {run.path}); lower the learning rate (it was {cfg.lr:g}) and run again")
         summary = d.summary(cleansed=cleansed, cancelled=True, preset=cfg.preset,
-                            reinit=ReinitRecord(ratios=report.ratios, counts=report.counts, totals=report.totals,
-                                                seed=report.seed),
+                            reinit=report,
                             model_files=[str(p) for p in files], run_dir=str(run.path))
         run.write_summary(dataclasses.replace(summary, note=message).to_dict())
         resume_points.discard(run.path)  # resuming would diverge again: the run is over

@@ -9,35 +9,13 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
 from typing import Mapping
 
 import torch
 from torch import nn
 
 from .groups import LayerGroup, is_norm
-
-
-@dataclass(frozen=True)
-class ReinitReport:
-    """Exact counts of re-initialised weights, per group, as the masks drew them."""
-
-    ratios: dict[str, float]
-    counts: dict[str, int]
-    totals: dict[str, int]
-    seed: int
-
-    @property
-    def reinitialised(self) -> int:
-        return sum(self.counts.values())
-
-    @property
-    def total(self) -> int:
-        return sum(self.totals.values())
-
-    def describe(self) -> str:
-        share = self.reinitialised / max(1, self.total)
-        return f"re-initialised {self.reinitialised:,} of {self.total:,} weights ({share:.1%})"
+from .summary import ReinitRecord
 
 
 DEFAULT_INIT_RULE = ("each layer's own reset_parameters() where it has one (PyTorch's per-layer defaults); bare "
@@ -74,7 +52,7 @@ def default_init(model: nn.Module, seed: int) -> nn.Module:
 
 
 def build_student(teacher: nn.Module, fresh: nn.Module, groups: list[LayerGroup],
-                  ratios: Mapping[str, float], seed: int) -> tuple[nn.Module, ReinitReport]:
+                  ratios: Mapping[str, float], seed: int) -> tuple[nn.Module, ReinitRecord]:
     """Mix teacher and fresh weights element-wise by seeded Bernoulli masks, group by group."""
     student = copy.deepcopy(teacher)
     student_params = dict(student.named_parameters())
@@ -97,6 +75,6 @@ def build_student(teacher: nn.Module, fresh: nn.Module, groups: list[LayerGroup]
                 target.copy_(torch.where(mask.to(target.device), source, target))
                 count += int(mask.sum())
             counts[group.name] = count
-    report = ReinitReport({g.name: float(ratios.get(g.name, 0.0)) for g in groups}, counts,
+    report = ReinitRecord({g.name: float(ratios.get(g.name, 0.0)) for g in groups}, counts,
                           {g.name: g.weight_count for g in groups}, seed)
     return student, report

@@ -1,10 +1,11 @@
 """One run (or one sweep) as ONE self-contained HTML file that opens offline in any browser.
 
-The report reads only the run folder's own records: ``config.json``, ``metrics.jsonl``, ``summary.json``
-(:class:`RunSummary`), ``environment.json``, the ``cleansed.json`` sidecar and the scan's pictures under
-``scan/`` (core/scan/pictures.py). Curves are PNGs drawn with matplotlib's Agg backend and embedded as
-``data:`` URIs, as are the recovered trigger's pictures; the page loads nothing (no script, no font, no
-style sheet, no image from anywhere) and says so to the browser with a Content-Security-Policy.
+The report reads only the run folder's own records, through ``runfolder.reader.read_run``: ``config.json``,
+``metrics.jsonl``, ``summary.json`` (:class:`RunSummary`), ``environment.json``, the ``cleansed.json`` sidecar
+and the scan's pictures under ``scan/`` (core/scan/pictures.py). Curves are PNGs drawn with matplotlib's
+Agg backend and embedded as ``data:`` URIs, as are the recovered trigger's pictures; the page loads nothing
+(no script, no font, no style sheet, no image from anywhere) and says so to the browser with a
+Content-Security-Policy.
 
 Run folders are untrusted input (a colleague's folder, a downloaded one): every string taken from a file is
 escaped before it reaches the page, numbers are checked to be numbers, pictures to be PNGs of modest size,
@@ -25,157 +26,23 @@ import html
 import io
 import json
 import math
-import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from . import atomic, report_charts, untrusted
-from .environment import ENVIRONMENT_FILE
 from .errors import ConfigError
-from .summary import RunSummary
+from .runfolder import layout
+from .runfolder.layout import REPORT_NAME
+from .runfolder.reader import MAX_JSON_BYTES, RunRecord, is_run_folder, read_json_lenient, read_run
 
-REPORT_NAME = "report.html"
 SWEEP_CSV = "sweep.csv"
 SWEEP_JSON = "sweep.json"
-MAX_JSON_BYTES = 16 << 20  # a record larger than this is not a run's (metrics of 100k epochs are ~30 MB)
-MAX_PICTURE_BYTES = 2 << 20
 MAX_CSV_ROWS = 5000
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-SCAN_PHASES = (("teacher", "Teacher (before cleansing)"), ("cleansed", "Cleansed model (after)"))
-PICTURE_ORDER = ("mask.png", "pattern.png", "perturbation.png") + tuple(f"stamped_{i}.png" for i in range(4))
+SCAN_PHASES = tuple(zip(layout.SCAN_PHASES, ("Teacher (before cleansing)", "Cleansed model (after)")))
 
 
 class ReportExistsError(ConfigError):
     """The report's file exists and the caller did not say it may be replaced."""
-
-
-# ---------------------------------------------------------------------------------------------- reading
-
-@dataclass
-class RunRecord:
-    """What a run folder holds, read leniently: absent or damaged parts are None and named in ``problems``."""
-
-    path: Path
-    config: dict[str, Any] | None = None
-    metrics: list[dict[str, Any]] = field(default_factory=list)
-    summary: RunSummary | None = None
-    environment: dict[str, Any] | None = None
-    sidecar: dict[str, Any] | None = None
-    scans: dict[str, dict[str, Any]] = field(default_factory=dict)  # phase -> {"json": dict|None, "pictures": [...]}
-    unfinished: bool = False  # a resume point is present
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def status(self) -> str:
-        s = self.summary
-        if s is None:
-            return "unfinished (resumable)" if self.unfinished else "incomplete (no summary.json)"
-        if "diverged" in (s.note or ""):
-            return "failed (training diverged)"
-        return "stopped" if s.cancelled else "finished"
-
-
-def _read_json(path: Path, problems: list[str]) -> Any:
-    """A JSON value of the run folder, read as a stranger's file (core/untrusted.py: no links, regular files,
-    capped, strict); what is wrong with it becomes a line of ``problems``, never a failed report."""
-    if not os.path.lexists(path):
-        return None
-    return untrusted.read_json_or_none(path.parent, path.name, None, problems, MAX_JSON_BYTES)
-
-
-def _dict_or_none(value: Any, name: str, problems: list[str]) -> dict[str, Any] | None:
-    if value is None or isinstance(value, dict):
-        return value
-    problems.append(f"{name} does not hold a JSON object")
-    return None
-
-
-def is_run_folder(path: Path) -> bool:
-    """A BCU run folder: ``config.json`` holding a config (a ``checkpoint`` key) or a ``summary.json``."""
-    if os.path.lexists(path / "summary.json"):  # even a damaged or linked one: the report says what is wrong
-        return True
-    if not os.path.lexists(path / "config.json"):
-        return False
-    problems: list[str] = []
-    data = untrusted.read_json_or_none(path, "config.json", dict, problems)
-    return bool(problems) or (isinstance(data, dict) and "checkpoint" in data)
-
-
-def read_run(path: str | Path) -> RunRecord:
-    """Read a run folder (see the module doc); raises ``ConfigError`` only when it is not one."""
-    folder = Path(path)
-    if not folder.is_dir():
-        raise ConfigError(f"{folder} does not exist" if not folder.exists() else f"{folder} is not a folder")
-    if not is_run_folder(folder):
-        raise ConfigError(f"{folder} is not a BCU run folder: it has no config.json of a run and no summary.json")
-    rec = RunRecord(path=folder)
-    p = rec.problems
-    rec.config = _dict_or_none(_read_json(folder / "config.json", p), "config.json", p)
-    rec.environment = _dict_or_none(_read_json(folder / ENVIRONMENT_FILE, p), ENVIRONMENT_FILE, p)
-    rec.sidecar = _dict_or_none(_read_json(folder / "cleansed.json", p), "cleansed.json", p)
-    raw = _dict_or_none(_read_json(folder / "summary.json", p), "summary.json", p)
-    if raw is not None:
-        try:
-            rec.summary = RunSummary.from_dict(raw)
-        except Exception as exc:  # a damaged or foreign summary: the rest of the report still stands
-            p.append(f"summary.json is not a run summary this version reads ({type(exc).__name__}: {exc})")
-    rec.metrics = _read_metrics(folder / "metrics.jsonl", p)
-    rec.unfinished = (folder / "resume.pt").is_file()
-    for phase, _ in SCAN_PHASES:
-        scan_dir = folder / "scan" / phase
-        if scan_dir.is_dir():  # read below ``folder``: a linked scan/ or scan/<phase> is refused, not followed
-            found = untrusted.read_json_or_none(folder, f"scan/{phase}/scan.json", None, p, MAX_JSON_BYTES)
-            rec.scans[phase] = {"json": _dict_or_none(found, f"scan/{phase}/scan.json", p),
-                                "pictures": _read_pictures(folder, phase, p)}
-    return rec
-
-
-def _read_metrics(path: Path, problems: list[str]) -> list[dict[str, Any]]:
-    if not os.path.lexists(path):
-        return []
-    try:
-        items, bad = untrusted.read_jsonl(path.parent, path.name, MAX_JSON_BYTES)
-    except untrusted.UntrustedFileError as exc:
-        problems.append(f"metrics.jsonl {exc.reason}")
-        return []
-    except OSError as exc:
-        problems.append(f"metrics.jsonl could not be read: {exc.strerror or exc}")
-        return []
-    records = []
-    for item in items:
-        if not isinstance(item, dict):
-            bad += 1
-            continue
-        extra = item.get("extra")
-        flat = {k: v for k, v in item.items() if k != "extra"}
-        if isinstance(extra, dict):
-            flat.update({k: v for k, v in extra.items() if k not in flat})
-        records.append(flat)
-    if bad:
-        problems.append(f"metrics.jsonl: {bad} line(s) were not epoch records and were skipped")
-    return records
-
-
-def _read_pictures(run: Path, phase: str, problems: list[str]) -> list[tuple[str, bytes]]:
-    pictures = []
-    for name in PICTURE_ORDER:
-        rel = f"scan/{phase}/{name}"
-        if not os.path.lexists(run / rel):
-            continue
-        try:
-            data = untrusted.read_bytes(run, rel, MAX_PICTURE_BYTES)
-        except untrusted.UntrustedFileError as exc:
-            problems.append(f"{rel} {exc.reason}; not shown")
-            continue
-        except OSError as exc:
-            problems.append(f"{rel} could not be read: {exc.strerror or exc}")
-            continue
-        if not data.startswith(PNG_SIGNATURE):
-            problems.append(f"{rel} is not a PNG; not shown")
-            continue
-        pictures.append((name, data))
-    return pictures
 
 
 # ---------------------------------------------------------------------------------------------- HTML bits
@@ -340,7 +207,7 @@ def _results_section(rec: RunRecord) -> str:
         last = rec.metrics[-1] if rec.metrics else None
         body = '<p class="muted">This run has no summary.json'
         body += (" yet (it is unfinished: <code>bcu cleanse --resume RUN_DIR</code> continues it)"
-                 if rec.unfinished else "") + ".</p>"
+                 if rec.resumable else "") + ".</p>"
         if last is not None:
             body += _kv([("last epoch recorded", fmt(last.get("epoch"))), ("ACC", pct(last.get("acc"))),
                          ("ASR", pct(last.get("asr"))), ("proxy ASR", pct(last.get("proxy_asr")))])
@@ -589,7 +456,7 @@ def render_run(rec: RunRecord) -> str:
         t, c = rec.summary.teacher, rec.summary.cleansed
         headline = (f"<p>ACC {esc(pct(t.acc))} &rarr; {esc(pct(c.acc))} &nbsp;&middot;&nbsp; "
                     f"ASR {esc(pct(t.asr))} &rarr; {esc(pct(c.asr))}</p>")
-    header = (f"<h1>Backdoor cleansing report {_status_badge(rec.status)}</h1>"
+    header = (f"<h1>Backdoor cleansing report {_status_badge(rec.report_status)}</h1>"
               f"<p>Run <code>{esc(rec.path.name)}</code> of <code>{esc(checkpoint)}</code></p>"
               f"<p>Folder <code>{esc(rec.path.resolve())}</code></p>{headline}")
     sections = [_problems_section(rec.problems), _results_section(rec), _curves_section(rec), _scan_section(rec),
@@ -660,7 +527,7 @@ def render_sweep(folder: Path) -> str:
     """The sweep's report: its CSV, every run's final scores, and ACC against (proxy) ASR with the Pareto front."""
     problems: list[str] = []
     header_row, csv_rows = _read_csv(folder / SWEEP_CSV, problems)
-    settings = _read_json(folder / SWEEP_JSON, problems)
+    settings = read_json_lenient(folder, SWEEP_JSON, problems)
     runs = sweep_runs(folder, problems)
     finished = [r for r in runs if r.summary is not None]
     use_asr = any(_num(r.summary.cleansed.asr) is not None for r in finished)
@@ -699,7 +566,7 @@ def render_sweep(folder: Path) -> str:
         s = r.summary
         cfg = r.config or {}
         mark = "&nbsp;&#9733;" if n in front_numbers else ""
-        rows.append([f"{n}{mark}", f"<code>{esc(r.path.relative_to(folder))}</code>", _status_badge(r.status),
+        rows.append([f"{n}{mark}", f"<code>{esc(r.path.relative_to(folder))}</code>", _status_badge(r.report_status),
                      esc(s.preset if s else cfg.get("preset")), esc(_ratios_text(r)),
                      fmt(s.reinit.seed if s else cfg.get("seed")),
                      fmt(s.epochs_completed if s else len(r.metrics)),

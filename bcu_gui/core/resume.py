@@ -23,11 +23,11 @@ import torch
 
 from . import atomic
 from . import untrusted
-from .environment import ENVIRONMENT_FILE
 from .errors import ConfigError
-from .heartbeat import FAILED_FILE, HEARTBEAT_FILE, read_heartbeat, writer_alive
+from .heartbeat import read_heartbeat, writer_alive
+from .runfolder.layout import (CONFIG_FILE, ENVIRONMENT_FILE, FAILED_FILE, HEARTBEAT_FILE, RESUME_FILE,
+                               SUMMARY_FILE)
 
-RESUME_FILE = "resume.pt"
 FORMAT = 1
 RunStatus = Literal["absent", "empty", "unfinished", "finished", "foreign"]
 
@@ -53,17 +53,17 @@ def folder_state(path: str | Path) -> FolderState:
     if not names:
         return FolderState("empty")
     problems: list[str] = []
-    config = untrusted.read_json_or_none(folder, "config.json", dict, problems)
+    config = untrusted.read_json_or_none(folder, CONFIG_FILE, dict, problems)
     if config is None or not {"checkpoint", "unlabeled", "resolved"} <= set(config):
         # a user's own config.json is not a run's
         return FolderState("foreign", problem=f"{folder / problems[0]}" if problems else None)
     if RESUME_FILE in names:
         return FolderState("unfinished", config)
-    if "summary.json" in names:
+    if SUMMARY_FILE in names:
         return FolderState("finished", config)
     # a run killed before its first resume point holds nothing but its config, environment and heartbeat
     # files (and maybe temporary files)
-    markers = {"config.json", ENVIRONMENT_FILE, HEARTBEAT_FILE, FAILED_FILE}
+    markers = {CONFIG_FILE, ENVIRONMENT_FILE, HEARTBEAT_FILE, FAILED_FILE}
     if names <= markers | {n for n in names if n.startswith(".") and n.endswith(".tmp")}:
         return FolderState("unfinished", config)
     return FolderState("foreign", config)

@@ -28,9 +28,8 @@ from torch import nn
 from . import atomic
 from . import untrusted
 from .checkpoints import PickledImage, RawCheckpoint
+from .runfolder.layout import ORIGINAL_FORM_FOLDER
 from .scripted import ScriptedModel, leaf_copy
-
-FOLDER = "original_form"
 
 
 def save_original_form(model, student: nn.Module, run_dir: str | Path) -> tuple[list[Path], str | None]:
@@ -42,7 +41,7 @@ def save_original_form(model, student: nn.Module, run_dir: str | Path) -> tuple[
     raw: RawCheckpoint | None = getattr(model, "raw", None)
     if raw is None:
         return [], None
-    target = Path(run_dir) / FOLDER / raw.path.name
+    target = Path(run_dir) / ORIGINAL_FORM_FOLDER / raw.path.name
     try:  # a resumed run's folder came from someone: never write through a link planted in it
         untrusted.check_write_target(run_dir, target)
     except untrusted.UntrustedFileError as exc:

@@ -43,7 +43,8 @@ class Scores:
 
 @dataclass(frozen=True)
 class ReinitRecord:
-    """The student's re-initialisation as the seeded masks drew it."""
+    """The student's re-initialisation: exact counts of re-initialised weights, per group, as the seeded masks
+    drew them (``reinit.build_student`` makes it; the run's summary records it)."""
 
     ratios: dict[str, float]
     counts: dict[str, int]
@@ -57,6 +58,10 @@ class ReinitRecord:
     @property
     def total(self) -> int:
         return sum(self.totals.values())
+
+    def describe(self) -> str:
+        share = self.reinitialised / max(1, self.total)
+        return f"re-initialised {self.reinitialised:,} of {self.total:,} weights ({share:.1%})"
 
 
 @dataclass(frozen=True)

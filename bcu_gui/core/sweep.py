@@ -43,6 +43,7 @@ from .groups import PRESET_NAMES, layer_groups, resolve_ratios
 from .job import CleanseConfig, CleanseJob
 from .models import LoadedModel, load_model
 from .resume import folder_state, settings_of, suggest_name
+from .runfolder.reader import read_summary
 from .summary import RunSummary
 
 SWEEP_FILE = "sweep.json"
@@ -280,7 +281,7 @@ def row_of_folder(setting: Setting, run_dir: Path) -> SweepRow:
     again), which is how "failed" is told from "stopped".
     """
     state = folder_state(run_dir)
-    summary = _read_summary(run_dir)
+    summary = read_summary(run_dir)
     if state.status in ("absent", "empty"):
         return pending_row(setting, run_dir)
     if summary is None:
@@ -290,13 +291,6 @@ def row_of_folder(setting: Setting, run_dir: Path) -> SweepRow:
     if summary.cancelled:
         return row_from_summary(setting, summary, "failed", run_dir)
     return row_from_summary(setting, summary, "finished", run_dir)
-
-
-def _read_summary(run_dir: Path) -> RunSummary | None:
-    try:
-        return RunSummary.from_dict(untrusted.read_json(run_dir, "summary.json"))
-    except (OSError, ValueError, KeyError, TypeError, OverflowError, untrusted.UntrustedFileError):
-        return None
 
 
 def front_metric(rows: Sequence[SweepRow]) -> str | None:

@@ -554,7 +554,7 @@ class Distiller:
 
     def save_ema(self, path, metadata: dict) -> list:
         """Save the EMA weights as a model file of their own beside the run's model (nothing without an EMA)."""
-        from .runs import save_model
+        from .runfolder.writer import save_model
 
         if self.ema is None or self.ema.model is None or self.state.ema is None:
             return []

@@ -21,7 +21,8 @@ from typing import Callable, Iterator, Literal
 
 from . import untrusted
 from .heartbeat import HeartbeatInfo, read_failure, read_heartbeat, pid_alive
-from .run_library import read_metrics, read_summary
+from .runfolder.layout import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE
+from .runfolder.reader import read_metrics, read_summary
 
 WatchState = Literal["waiting", "running", "finished", "stopped", "failed", "died"]
 ENDED: tuple[WatchState, ...] = ("finished", "stopped", "failed", "died")
@@ -113,7 +114,7 @@ class RunFollower:
             if self._ever_beat or now - self._epoch_seen_at > bound:
                 why = ("its writer stopped without a summary" if self._ever_beat
                        else f"no new epoch for {now - self._epoch_seen_at:.0f} s and no heartbeat")
-                if not (self.run_dir / "summary.json").exists():
+                if not (self.run_dir / SUMMARY_FILE).exists():
                     return self._end("died", new, restarted, f"the run is no longer written: {why}", epochs)
             return WatchUpdate("running", tuple(new), restarted, "no heartbeat (an older version writes it)",
                                epochs=epochs)
@@ -135,7 +136,7 @@ class RunFollower:
 
     # -- internals -------------------------------------------------------------------------------------
     def _read_new_rows(self) -> tuple[list[dict], bool]:
-        path = self.run_dir / "metrics.jsonl"
+        path = self.run_dir / METRICS_FILE
         try:
             st = path.stat()
         except OSError:
@@ -155,22 +156,22 @@ class RunFollower:
     def _summary(self) -> tuple[object | None, str | None]:
         """The run's summary (None while it has none) and, when ``summary.json`` is there but cannot be used (a
         link, a pipe, too large, not a summary), the line saying why."""
-        if not os.path.lexists(self.run_dir / "summary.json"):
+        if not os.path.lexists(self.run_dir / SUMMARY_FILE):
             return None, None
         problems: list[str] = []
-        data = untrusted.read_json_or_none(self.run_dir, "summary.json", dict, problems)
+        data = untrusted.read_json_or_none(self.run_dir, SUMMARY_FILE, dict, problems)
         if data is None:
             return None, (f"{self.run_dir / problems[0]}" if problems else None)
         summary = read_summary(self.run_dir)
         if summary is None:
-            return None, f"{self.run_dir / 'summary.json'} is not a run summary this version reads"
+            return None, f"{self.run_dir / SUMMARY_FILE} is not a run summary this version reads"
         return summary, None
 
     def _planned(self) -> int:
         for row in reversed(self._rows):
             if isinstance(row.get("epochs"), int):
                 return row["epochs"]
-        config = untrusted.read_json_or_none(self.run_dir, "config.json", dict)
+        config = untrusted.read_json_or_none(self.run_dir, CONFIG_FILE, dict)
         epochs = config.get("epochs") if config is not None else None
         return epochs if isinstance(epochs, int) and 0 <= epochs < 1 << 31 else 0
 

@@ -16,7 +16,8 @@ from bcu_gui.app import dialogs
 from bcu_gui.app.compare_view import CompareView
 from bcu_gui.app.feature_view import _class_label
 from bcu_gui.app.plain import html_text, tip
-from bcu_gui.core.run_library import RunCurves, RunRecord
+from bcu_gui.core.run_library import RunCurves
+from bcu_gui.core.runfolder.reader import RunRecord
 
 FAKE = "<b><font color=red size=7>FAKE VERDICT CLEAN"
 WIDE = "<img src=x width=12000 height=40>"

@@ -19,7 +19,7 @@ from bcu_gui.cli import main  # noqa: E402
 from bcu_gui.core.devices import plan_compute  # noqa: E402
 from bcu_gui.core.models import load_model  # noqa: E402
 from bcu_gui.core.normalization import PRESETS  # noqa: E402
-from bcu_gui.core.runs import RunFolder  # noqa: E402
+from bcu_gui.core.runfolder.writer import RunFolder  # noqa: E402
 from bcu_gui.core.scan import ScanConfig, proxy_asr, run_scan, split_images  # noqa: E402
 from bcu_gui.demo import demo_dir  # noqa: E402
 from bcu_gui.demo.digits import load_digits_rgb, split_digits, train_backdoored  # noqa: E402

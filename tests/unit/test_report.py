@@ -149,7 +149,7 @@ def test_an_unfinished_run_is_reported_as_such(demo_run_dir, tmp_path):
     (run / "summary.json").unlink()
     (run / "resume.pt").write_bytes(b"")
     rec = read_run(run)
-    assert rec.status == "unfinished (resumable)"
+    assert rec.report_status == "unfinished (resumable)"
     page = build_report(run)
     assert "unfinished (resumable)" in page and "bcu cleanse --resume" in page
     assert len(data_pngs(page)) >= 2  # the curves of the epochs done so far

@@ -18,7 +18,7 @@ from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout
 from ...core.batching import choose_batch_size
 from ...core.devices import available_devices
 from ...core.keep import KEEP_CHOICES, KEEP_HELP
-from ...core.runs import default_runs_root, new_run_dir
+from ...core.runfolder.writer import default_runs_root, new_run_dir
 from ..settings import AppSettings
 from .common import FolderField
 

@@ -136,10 +136,11 @@ class ScanHook(RunHook):
 
     def write_files(self, folder: Path) -> list[Path]:
         """Each scanned model's recovered trigger and stamped held-out images under ``folder/scan/`` (pictures.py)."""
-        from .pictures import SCAN_FOLDER, write_scan_pictures
+        from ..runfolder.layout import SCAN_FOLDER, SCAN_PHASES
+        from .pictures import write_scan_pictures
 
         written: list[Path] = []
-        for phase, result in (("teacher", self.teacher_result), ("cleansed", self.cleansed_result)):
+        for phase, result in zip(SCAN_PHASES, (self.teacher_result, self.cleansed_result)):
             if result is not None:
                 written += write_scan_pictures(Path(folder) / SCAN_FOLDER / phase, result, self.measure)
         return written

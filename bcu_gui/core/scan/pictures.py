@@ -14,10 +14,10 @@ import numpy as np
 import torch
 
 from .. import atomic
+from ..runfolder.layout import SCAN_FILE
 from .scanner import ScanResult
 from .trigger import Trigger, stamp
 
-SCAN_FOLDER = "scan"
 EXAMPLES = 4
 
 
@@ -53,6 +53,6 @@ def write_scan_pictures(folder: str | Path, result: ScanResult, examples: torch.
             target = folder / name
             atomic.write_with(target, lambda tmp, a=array: Image.fromarray(a).save(tmp, format="PNG"))
             written.append(target)
-    atomic.write_json(folder / "scan.json", result.to_dict())
-    written.append(folder / "scan.json")
+    atomic.write_json(folder / SCAN_FILE, result.to_dict())
+    written.append(folder / SCAN_FILE)
     return written

@@ -1,11 +1,8 @@
-"""The run folder: a self-describing record of one cleansing run, every file written atomically.
+"""Writes a run folder (layout: runfolder/layout.py): where new runs go, the folder, and the model files.
 
-    config.json        everything needed to run it again
-    metrics.jsonl      one line per epoch
-    summary.json       teacher and final ACC/ASR, re-init counts, time, whether it was cancelled
-    cleansed.pt        the student as a plain state_dict
-    cleansed.safetensors
-    cleansed.json      sidecar: architecture, classes, input size, normalisation
+It exists so that one module writes what the readers (runfolder/reader.py, core/watch.py, core/resume.py)
+read; every write replaces a whole file atomically (core/atomic.py), so a reader never sees half a file.
+The heartbeat (core/heartbeat.py) and the resume point (core/resume.py) are written by their own modules.
 """
 
 from __future__ import annotations
@@ -17,10 +14,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import atomic
-from . import untrusted
-
-MODEL_STEM = "cleansed"
+from .. import atomic
+from .. import untrusted
+from .layout import CONFIG_FILE, METRICS_FILE, MODEL_FILE, SUMMARY_FILE
 
 
 def default_runs_root() -> Path:
@@ -82,25 +78,25 @@ class RunFolder:
 
     @property
     def model_path(self) -> Path:
-        return self.path / f"{MODEL_STEM}.pt"
+        return self.path / MODEL_FILE
 
     def write_config(self, config: dict) -> None:
-        atomic.write_json(self.path / "config.json", config)
+        atomic.write_json(self.path / CONFIG_FILE, config)
 
     def append_metrics(self, record: dict) -> None:
         self._metrics.append(record)
-        atomic.write_text(self.path / "metrics.jsonl", "".join(atomic.dumps(r) + "\n" for r in self._metrics))
+        atomic.write_text(self.path / METRICS_FILE, "".join(atomic.dumps(r) + "\n" for r in self._metrics))
 
     def keep_metrics(self, epochs: int) -> None:
         """On resume: keep the first ``epochs`` lines of metrics.jsonl (those of completed epochs)."""
         try:
-            rows, _ = untrusted.read_jsonl(self.path, "metrics.jsonl")
+            rows, _ = untrusted.read_jsonl(self.path, METRICS_FILE)
         except FileNotFoundError:
             rows = []
         self._metrics = [r for r in rows if isinstance(r, dict)][:epochs]
 
     def write_summary(self, summary: dict) -> None:
-        atomic.write_json(self.path / "summary.json", summary)
+        atomic.write_json(self.path / SUMMARY_FILE, summary)
 
     def save_model(self, model: nn.Module, metadata: dict) -> list[Path]:
         return save_model(model, self.model_path, metadata)
