@@ -56,6 +56,11 @@ class StreamedImages:
         self._stop = threading.Event()
         self.waits = 0  # batches the loop asked for before they were ready (for benchmarks)
 
+    @property
+    def shape(self) -> torch.Size:
+        """``[N, C, H, W]`` of the whole set, as the in-memory tensor it stands in for would say."""
+        return self.images.shape
+
     def __len__(self) -> int:
         return int(self.images.shape[0])
 

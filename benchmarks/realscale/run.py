@@ -1,7 +1,7 @@
 """Real-scale BCU benchmark runner: cleanse cached Fashion-MNIST teachers with a named setting, log raw rows,
 print a Table-1-style table.
 
-    python benchmarks/realscale/run.py --quick                      # BadNets, seed 0, default setting
+    python benchmarks/realscale/run.py --quick                      # BadNets, seed 0, default setting, 20 epochs
     python benchmarks/realscale/run.py --attacks badnets,blended,sig,wanet --seeds 0,1,2 --setting default
     python benchmarks/realscale/run.py --setting paper               # = --preset paper
     python benchmarks/realscale/run.py --setting my-term --extra-args "--my-flag 0.5" --epochs 40
@@ -80,6 +80,9 @@ def ensure_teacher(attack: str, seed: int, width: int, device: str) -> Path:
     print(f"no cached teacher {path.name}: training it (the full recipe, also in --quick)", flush=True)
     fmnist.train_teacher(attack, seed, recipe=recipe, out_dir=root, device=device)
     return path
+
+
+QUICK_EPOCHS = 20  # --quick: the default setting's first 20 epochs (the unlearning term acts in the first few)
 
 
 def run_one(attack: str, seed: int, setting: str, flags: list[str], args, env: dict, engine: tuple) -> dict:
@@ -212,7 +215,8 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", type=int, default=None, help="cleanse epochs (default: the CLI's)")
     ap.add_argument("--label", default="", help="free text kept in the row and the column name")
     ap.add_argument("--quick", action="store_true",
-                    help="BadNets, seed 0 only (the teacher is trained first when not cached)")
+                    help="BadNets, seed 0 only, 20 epochs unless --epochs says otherwise (the teacher is trained "
+                         "first when not cached)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda (teacher training and cleanse)")
     ap.add_argument("--width", type=int, default=None, help="teacher width (default 16; 64 with cuda)")
     ap.add_argument("--jsonl", type=Path, default=DEFAULT_JSONL)
@@ -227,6 +231,8 @@ def main(argv=None) -> int:
     if args.setting not in SETTINGS and not args.extra_args:
         ap.error(f"setting '{args.setting}' is not built in ({', '.join(SETTINGS)}): give its --extra-args")
     flags = SETTINGS.get(args.setting, []) + shlex.split(args.extra_args)
+    if args.quick and args.epochs is None:
+        args.epochs = QUICK_EPOCHS
     attacks = ["badnets"] if args.quick else [a for a in args.attacks.split(",") if a]
     seeds = [0] if args.quick else [int(s) for s in args.seeds.split(",") if s]
     for a in attacks:
