@@ -94,6 +94,8 @@ def run(args: argparse.Namespace, load: Callable[[argparse.Namespace], object]) 
     if args.steps is not None and args.steps < 1:
         raise ConfigError(f"--steps must be at least 1, got {args.steps}")
     out = _check_out(args.out)
+    settings = ProbeSettings(seed=args.seed, **({"steps": args.steps} if args.steps else {}))
+    config = verdict_config(args, "", settings)  # every option checked before the model and images are read
     model = load(args)
     images = load_unlabeled(args.unlabeled, model.input_size, limit=args.limit)
     if images.skipped_summary():
@@ -101,8 +103,6 @@ def run(args: argparse.Namespace, load: Callable[[argparse.Namespace], object]) 
     if len(images) < 3:
         raise ConfigError(f"a scan needs at least 3 readable images in {args.unlabeled}, found {len(images)}")
     plan = plan_compute(args.device, args.precision)
-    settings = ProbeSettings(seed=args.seed, **({"steps": args.steps} if args.steps else {}))
-    config = verdict_config(args, "", settings)
     shown = [-1.0]
 
     def progress(event) -> None:

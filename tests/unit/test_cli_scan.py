@@ -86,6 +86,9 @@ def test_bad_input_is_one_line_on_stderr_and_exit_2(tiny_checkpoint, unlabeled, 
 def test_missing_checkpoint_and_missing_unlabeled_option(unlabeled, capsys):
     assert main(["scan", "/no/such/model.pt", "--unlabeled", str(unlabeled)]) == 2
     assert "model.pt" in capsys.readouterr().err
+    # a bad option is said before anything is read: no folder is walked for a rate that cannot work
+    assert main(["scan", "/no/such/model.pt", "--unlabeled", "/no/such/dir", "--false-alarm", "2"]) == 2
+    assert "--false-alarm" in capsys.readouterr().err
     with pytest.raises(SystemExit) as info:
         main(["scan", "/no/such/model.pt"])
     assert info.value.code == 2 and "--unlabeled" in capsys.readouterr().err
