@@ -40,9 +40,9 @@ from .watch_view import RunWatcher
 from .wheel_guard import WheelGuard
 from .worker import cancel_all_tasks
 
-DEMO_BANNER = ("Demo: 400 digits are enough to re-learn this small model from scratch, so the demo re-initialises "
-               "every weight ('Strong'). On real-scale models the paper's ratios kept the backdoor in our benchmark "
-               "and the default, 'Unlearn', removed it, at some accuracy (README, \"The method\").")
+DEMO_BANNER = ("Demo: this small model keeps its backdoor under the paper's ratios; 400 digits are enough to "
+               "re-learn it from scratch, so the demo re-initialises every weight ('Strong'). The default, "
+               "'Unlearn', removes it too; at real scale the paper's ratios did not (README, \"The method\").")
 LEFT_WIDTH = 470
 MIN_WINDOW = QSize(1200, 760)  # below this the panels and both plots no longer fit side by side
 CLOSE_WAIT_MS = 120_000  # how long closing waits for a stopped run to save before giving the window back
