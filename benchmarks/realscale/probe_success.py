@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from bcu_gui.core.unlearning import AdversarialConsistency, AdversarialSettings
-from bcu_gui.demo.digits import build_model
+from bcu_gui.demo.digits import CIFAR10_NORM, build_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fmnist  # noqa: E402
@@ -34,8 +34,7 @@ def main(argv: list[str]) -> int:
     files = sorted((fmnist.CACHE / "defense-2500").glob("*.png"))[:1000]
     x = torch.stack([torch.from_numpy(np.array(Image.open(f).convert("RGB"))).permute(2, 0, 1)
                      for f in files]).float() / 255
-    mean = torch.tensor([0.4914, 0.4822, 0.4465])[:, None, None]
-    std = torch.tensor([0.247, 0.2435, 0.2616])[:, None, None]
+    mean, std = (torch.tensor(v)[:, None, None] for v in CIFAR10_NORM)  # the teachers' normalisation
     adv = AdversarialConsistency(AdversarialSettings(eps=eps, mode="focused"), 10, tuple(x.shape[1:]),
                                  torch.device("cpu"), 0)
     gen = torch.Generator().manual_seed(0)
