@@ -19,7 +19,7 @@ from PySide6.QtWidgets import QFileDialog, QStyle, QWidget
 
 from ..common import pct
 from ..core.eval_schedule import describe_scope
-from ..core.events import EpochEnd, Event, Failed, FeatureFrame, Finished, Log, Paused, Resumed, Started, Step
+from ..core.events import CpuShare, EpochEnd, Event, Failed, FeatureFrame, Finished, Log, Paused, Resumed, Started, Step
 from ..core.job import CleanseConfig, CleanseJob
 from ..core.models import LoadedModel
 from ..core import untrusted
@@ -282,6 +282,8 @@ class RunView(QObject):
         elif isinstance(event, FeatureFrame):
             self.feature_view.add_frame(event)
         elif isinstance(event, Log):
+            if isinstance(event, CpuShare):
+                self.run_panel.on_cpu_share(event)
             self.log_pane.append_message(event.message, event.level)
         elif isinstance(event, Started):
             self.epochs_plot.start_run(event.epochs, event.teacher_acc, event.teacher_asr)

@@ -113,6 +113,20 @@ class Log:
 
 
 @dataclass(frozen=True)
+class CpuShare(Log):
+    """A CPU job's thread count and how busy other programs keep the CPUs (core/threads.py).
+
+    A ``Log`` (its message says it all, so every console and log pane shows it as is) with the numbers a front
+    end can show beside the progress: sent at the start of training and whenever contention begins or ends.
+    """
+
+    threads: int = 0
+    cpus: int = 0
+    others: float | None = None  # CPUs other programs kept busy; None where it cannot be measured
+    contended: bool = False
+
+
+@dataclass(frozen=True)
 class Finished:
     """The run ended (completed, or stopped with what it had saved)."""
 
@@ -136,7 +150,7 @@ class Failed:
     detail: str = ""
 
 
-Event = Union[Started, Step, EpochEnd, FeatureFrame, Paused, Resumed, Log, Finished, Failed]
+Event = Union[Started, Step, EpochEnd, FeatureFrame, Paused, Resumed, Log, CpuShare, Finished, Failed]
 
 
 def to_record(event: Event) -> dict:

@@ -38,7 +38,7 @@ from .environment import environment_record
 from .errors import BcuError, ConfigError
 from .eval_schedule import EvalPlan, ScheduledEvaluator, choose_eval_plan, parse_eval_subset
 from .evaluation import EvalSets, Evaluator
-from .events import Event, Failed, Finished, Log, Paused, Resumed, Started
+from .events import CpuShare, Event, Failed, Finished, Log, Paused, Resumed, Started
 from .groups import CONFIG_PRESETS, DEFAULT_PRESET, PRESET_TERM_WEIGHT, layer_groups, resolve_ratios
 from .memory_budget import MemoryChoice
 from .heartbeat import Heartbeat
@@ -50,6 +50,7 @@ from .runfolder.layout import CONFIG_FILE, ENVIRONMENT_FILE
 from .runfolder.writer import RunFolder, new_run_dir, save_model
 from .saveback import save_original_form
 from .streaming import StreamedImages, load_within_budget, training_images
+from .threads import ThreadGovernor
 from .summary import ReinitRecord, Scores
 from .training import Distiller, RunHook, RunState, StepThrottle, distillation_loss  # noqa: F401 (re-export)
 
@@ -260,6 +261,7 @@ class CleanseJob:
         self.eval_plan: EvalPlan | None = None  # when and on how many images epochs are measured
         self._stream: StreamedImages | None = None
         self._heartbeat: Heartbeat | None = None  # running.json while the run folder is written
+        self._threads: ThreadGovernor | None = None  # CPU jobs: threads from the CPUs other programs leave free
 
     # -- control, safe from any thread -------------------------------------------------------------------
     def pause(self) -> None:
@@ -290,6 +292,7 @@ class CleanseJob:
         While the run folder is written, ``running.json`` in it says so (core/heartbeat.py); it is removed
         however the stream ends, and a failure leaves ``failed.json`` with its message.
         """
+        threads_before = torch.get_num_threads()  # this thread's count, given back however the run ends
         try:
             for event in self._guarded_events():
                 if isinstance(event, Failed) and self._heartbeat is not None:
@@ -298,6 +301,8 @@ class CleanseJob:
         finally:
             if self._heartbeat is not None:
                 self._heartbeat.stop()
+            if torch.get_num_threads() != threads_before:
+                torch.set_num_threads(threads_before)
 
     def _guarded_events(self) -> Iterator[Event]:
         try:
@@ -352,6 +357,9 @@ class CleanseJob:
         # before anything slow: a folder holding earlier work is never overwritten
         continuing = self._decide(lambda: self._check_out(cfg)) if cfg.out else False
         plan = plan_compute(str(self._dist.device) if self._dist else cfg.device, cfg.precision, cfg.channels_last)
+        if plan.device.type == "cpu" and self._dist is None:  # torchrun's ranks keep the launcher's split
+            self._threads = ThreadGovernor()
+            self._threads.start()  # measured over the loading below; decided once the data is in
         if self._model is None:  # nothing is loaded before every input is known to be there
             cfg.check_inputs_exist()
         if self._model is None:  # a model handed in was already described by whoever loaded it
@@ -416,6 +424,7 @@ class CleanseJob:
             self._heartbeat = Heartbeat(run.path, epochs=cfg.epochs)  # after the config: the folder is a run's
             self._heartbeat.start()
         yield Log(message=f"run folder: {run.path}; compute: {plan.describe()}")
+        yield from self._govern_threads()
         self.batch = batch
         images = training_images(unlabeled, self.memory, plan.device, cache_file)
         self._stream = images if isinstance(images, StreamedImages) else None
@@ -523,6 +532,7 @@ class CleanseJob:
                 if self._heartbeat is not None:
                     self._heartbeat.epoch_done(record.epoch, record.seconds)
                 yield record
+                yield from self._govern_threads()
                 yield from d.hook_events()
                 continue
             break  # cancelled inside the epoch
@@ -587,6 +597,16 @@ class CleanseJob:
         run.write_summary(dataclasses.replace(summary, note=message).to_dict())
         resume_points.discard(run.path)  # resuming would diverge again: the run is over
         yield Failed(message=message, kind="diverged")
+
+    def _govern_threads(self) -> Iterator[Event]:
+        """CPU jobs: re-measure other programs' CPU use, set the thread count, say so when contention changes."""
+        if self._threads is None:
+            return
+        choice, changed = self._threads.decide()
+        if changed:
+            yield CpuShare(message=self._threads.describe(), level="warning" if choice.contended else "info",
+                           threads=choice.threads, cpus=self._threads.cpus, others=choice.others,
+                           contended=choice.contended)
 
     # -- several processes (core/distributed.py); each is the plain path when there is one ---------------
     @property

@@ -149,3 +149,17 @@ def test_closing_when_the_stop_outlasts_the_wait_leaves_no_thread_and_closes_lat
     gate.set()
     qtbot.waitUntil(lambda: not w.isVisible(), timeout=10_000)  # closes itself once the thread has ended
     assert live_threads() == [] and messages.kinds() == ["question"]  # and does not ask again
+
+
+def test_the_run_bar_says_while_other_programs_slow_the_run(qtbot, window):
+    from bcu_gui.core.events import CpuShare
+
+    w = window
+    busy = CpuShare(message="the machine is busy: ...", level="warning", threads=1, cpus=2, others=1.3,
+                    contended=True)
+    w.run_view.handle(busy)
+    assert not w.run_panel.cpu_label.isHidden()
+    assert "1.3 of 2 CPUs" in w.run_panel.cpu_label.text() and "1 thread," in w.run_panel.cpu_label.text()
+    assert any("the machine is busy" in line for line in w.log_pane.lines())
+    w.run_view.handle(CpuShare(message="CPU threads: 2 of 2 CPUs", threads=2, cpus=2, others=0.1))
+    assert w.run_panel.cpu_label.isHidden()

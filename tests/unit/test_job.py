@@ -252,3 +252,24 @@ def test_custom_ratios_are_recorded_as_custom_and_must_name_every_group(tiny_che
     events = list(CleanseJob(_config(tiny_checkpoint, folders, tmp_path / "b", epochs=1, preset="custom",
                                      ratios=partial)).events())
     assert isinstance(events[-1], Failed) and "missing: head" in events[-1].message
+
+
+def test_a_cpu_run_says_how_many_threads_it_uses_and_gives_the_count_back(tiny_checkpoint, folders, tmp_path,
+                                                                          monkeypatch):
+    from bcu_gui.core import threads
+    from bcu_gui.core.events import CpuShare
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    monkeypatch.setattr(threads, "others_busy", lambda before, after: 1.4)  # another program holds 1.4 CPUs
+    monkeypatch.setattr(threads, "usable_cpus", lambda: 2)
+    before = torch.get_num_threads()
+    events = list(CleanseJob(_config(tiny_checkpoint, folders, tmp_path), step_rate=0).events())
+    assert isinstance(events[-1], Finished)
+    shares = [e for e in events if isinstance(e, CpuShare)]
+    assert len(shares) == 1  # said at the start; contention did not change, so not again every epoch
+    share = shares[0]
+    assert (share.threads, share.cpus, share.contended, share.level) == (1, 2, True, "warning")
+    assert "1.4 of 2 CPUs" in share.message
+    assert events.index(share) < next(i for i, e in enumerate(events) if isinstance(e, Started))
+    assert torch.get_num_threads() == before

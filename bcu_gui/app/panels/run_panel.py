@@ -16,7 +16,7 @@ from PySide6.QtWidgets import (QGroupBox, QHBoxLayout, QLabel, QProgressBar, QPu
                                QToolButton, QVBoxLayout, QWidget)
 
 from ...common import pct
-from ...core.events import EpochEnd, Started, Step
+from ...core.events import CpuShare, EpochEnd, Started, Step
 from ...core.summary import RunSummary
 from ..plain import NAME_LIMIT, html_text
 
@@ -64,6 +64,10 @@ class RunPanel(QGroupBox):
         self.progress.setValue(0)
         self.eta_label = QLabel()
         self.eta_label.setStyleSheet("color: gray;")
+        self.cpu_label = QLabel()  # shown only while other programs compete for the CPUs
+        self.cpu_label.setWordWrap(True)
+        self.cpu_label.setStyleSheet("color: #8a5300;")
+        self.cpu_label.setVisible(False)
 
         self.save_button = _action_button(save)
         self.run_again_button = QPushButton("Run again with the paper's ratios")
@@ -81,6 +85,7 @@ class RunPanel(QGroupBox):
         layout.addWidget(self.missing_label)
         layout.addWidget(self.progress)
         layout.addWidget(self.eta_label)
+        layout.addWidget(self.cpu_label)
         layout.addLayout(after)
 
         self._total_steps = 0
@@ -122,6 +127,7 @@ class RunPanel(QGroupBox):
     # -- progress ----------------------------------------------------------------------------------------
     def begin(self) -> None:
         self.run_again_button.setVisible(False)
+        self.cpu_label.setVisible(False)
         self.missing_label.setText("Preparing: reading images, measuring the teacher, building the student…")
         self.progress.setRange(0, 0)  # busy until Started tells the total
         self._label = "preparing…"
@@ -153,6 +159,15 @@ class RunPanel(QGroupBox):
             self._label = text
             self.progress.setFormat(text + (" · paused" if self._paused_at is not None else ""))
 
+    def on_cpu_share(self, event: CpuShare) -> None:
+        """Say while it lasts that other programs slow the run down, and how many threads it trains with."""
+        self.cpu_label.setVisible(event.contended)
+        if event.contended and event.others is not None:
+            self.cpu_label.setText(f"CPU busy: other programs keep {event.others:.1f} of {event.cpus} CPUs busy; "
+                                   f"training with {event.threads} thread{'s' if event.threads != 1 else ''}, "
+                                   "slower than alone.")
+            self.cpu_label.setToolTip(event.message)
+
     def on_epoch(self, event: EpochEnd) -> None:
         self.eta_label.setText(f"epoch {event.epoch}/{event.epochs}: ACC {pct(event.acc)}, ASR {pct(event.asr)}, "
                                f"agreement {pct(event.agreement)}, {event.seconds:.1f} s")
@@ -165,6 +180,7 @@ class RunPanel(QGroupBox):
         self._label = text
         self._paused_at = None
         self.progress.setFormat(text)
+        self.cpu_label.setVisible(False)
 
 
 def scan_table(summary: RunSummary) -> str:
