@@ -142,7 +142,8 @@ def _fmt(value: float | None, spec: str) -> str:
 
 
 def format_table(result) -> str:
-    """The per-class table: mask norm and flip rate, perturbation size (of 255) and flip rate, and the margin
+    """The per-class table: mask norm and flip rate, perturbation budget (L_inf in 0..1 pixel units, the unit of
+    scan.json, the report and --adv-eps) and flip rate, and the margin
     (in typical clean margins) when the margin probe ran; then each probe's top class, anomaly index, the
     index it needed at the false-alarm rate, and its p-value."""
     from .core.scan import format_p
@@ -152,9 +153,8 @@ def format_table(result) -> str:
              + (f" {'margin':>7s}" if margin else "")]
     for c in result.classes:
         mark = "  <- suspected" if c.cls == result.suspected_class else ""
-        pert = None if c.perturbation is None else c.perturbation * 255
         lines.append(f"{c.cls:5d} {_fmt(c.mask_l1, '9.1f')} {_fmt(c.mask_flip, '6.0%')} "
-                     f"{_fmt(pert, '9.1f')} {_fmt(c.perturbation_flip, '6.0%')}"
+                     f"{_fmt(c.perturbation, '9.3f')} {_fmt(c.perturbation_flip, '6.0%')}"
                      + (f" {_fmt(c.margin, '7.2f')}" if margin else "") + mark)
     indices = ", ".join(f"{r.kind} {r.anomaly_index:.2f} (class {r.smallest_class}, needed {r.threshold:.2f}, "
                         f"p {format_p(r.p_value)})" for r in result.probes)
@@ -167,7 +167,7 @@ def explain(result) -> str:
     return (f"p: how likely a clean model's most extreme class is this extreme (per probe; the verdict multiplies "
             f"the smallest by {len(result.probes)} probe(s) and compares it with the {result.false_alarm * 100:g}% "
             f"false-alarm rate). Only the top class is judged: another class is measured against classes that "
-            f"include it.")
+            f"include it. perturb.: the smallest flipping perturbation's L_inf budget in pixel units (0..1).")
 
 
 def _to_png_array(chw: torch.Tensor):

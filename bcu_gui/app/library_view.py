@@ -201,7 +201,7 @@ class LibraryPanel(QWidget):
             return
         self.batches_received += 1
         self.model.add_records(records)
-        self.count_label.setText(f"{self.model.rowCount():,} runs, scanning…")
+        self.count_label.setText(f"{_runs(self.model.rowCount())}, scanning…")
 
     def _on_error(self, task: BackgroundTask, exc: BaseException) -> None:
         if task is self._task:
@@ -211,7 +211,7 @@ class LibraryPanel(QWidget):
         if task is self._task:
             self._task = None
             if not self.count_label.text().startswith("could not"):
-                self.count_label.setText(f"{self.model.rowCount():,} runs")
+                self.count_label.setText(f"{_runs(self.model.rowCount())}")
             self._update_buttons()
             self.loaded.emit(self.model.rowCount())
 
@@ -221,7 +221,7 @@ class LibraryPanel(QWidget):
         if record is not None:
             self.model.add_records([record])
             if not self.is_loading:
-                self.count_label.setText(f"{self.model.rowCount():,} runs")
+                self.count_label.setText(f"{_runs(self.model.rowCount())}")
 
     def refresh_running(self) -> None:
         """Re-read the rows of runs that were being written (they may have ended or died since)."""
@@ -338,3 +338,8 @@ class LibraryPanel(QWidget):
 
 
 __all__ = ["LibraryPanel", "COLUMNS"]
+
+
+def _runs(count: int) -> str:
+    """'1 run', '2 runs', '1,204 runs'."""
+    return f"{count:,} run" + ("" if count == 1 else "s")

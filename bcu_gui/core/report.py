@@ -103,12 +103,20 @@ def _section(anchor: str, title: str, body: str) -> str:
     return f'<section id="{anchor}"><h2>{esc(title)}</h2>{body}</section>'
 
 
-def _json_value(value: Any) -> str:
-    """A config value as short escaped text (lists and dicts as compact JSON)."""
-    if isinstance(value, (dict, list)):
-        return f"<code>{esc(json.dumps(value, ensure_ascii=False, allow_nan=True))}</code>"
-    if isinstance(value, bool) or value is None:
-        return esc(json.dumps(value))
+def _json_value(value: Any, nested: bool = False) -> str:
+    """A config value as short escaped text a person reads: no raw ``null`` or JSON braces.
+
+    None is "default" at the top level (the setting was left to the program) and "none" inside a record;
+    a record (dict) becomes ``key: value`` lines, a list a comma-separated line.
+    """
+    if value is None:
+        return "none" if nested else '<span class="muted">default</span>'
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, dict):
+        return "<br>".join(f"{esc(k)}: {_json_value(v, nested=True)}" for k, v in value.items()) or "-"
+    if isinstance(value, list):
+        return ", ".join(_json_value(v, nested=True) for v in value) or "-"
     return esc(value)
 
 
@@ -312,11 +320,10 @@ def _scan_section(rec: RunRecord) -> str:
         classes = data.get("classes")
         if isinstance(classes, list) and classes:
             rows = [[fmt(c.get("class")), fmt(c.get("mask_l1"), ".1f"), pct(c.get("mask_flip")),
-                     fmt(_num(c.get("perturbation")) * 255 if _num(c.get("perturbation")) is not None else None,
-                         ".1f"), pct(c.get("perturbation_flip"))]
+                     fmt(c.get("perturbation"), ".3f"), pct(c.get("perturbation_flip"))]
                     for c in classes if isinstance(c, dict)]
             body += ("<details><summary>Per class</summary>"
-                     + _table(["class", "mask L1", "flip", "perturbation (of 255)", "flip"], rows) + "</details>")
+                     + _table(["class", "mask L1", "flip", "perturbation (L_inf, 0..1)", "flip"], rows) + "</details>")
         parts.append(f"<div>{body}</div>")
     if not parts:
         return _section("scan", "Scan", '<p class="muted">This run did not scan its models (no trigger '
@@ -396,7 +403,7 @@ def _environment_section(rec: RunRecord) -> str:
         return _section("environment", "Environment",
                         '<p class="muted">This run folder has no environment.json (it was made before runs '
                         "recorded one).</p>" + _kv([("device", esc(device))]))
-    rows = [(label, _json_value(env[key])) for key, label in labels if key in env]
+    rows = [(label, _json_value(env[key], nested=True)) for key, label in labels if key in env]
     return _section("environment", "Environment", _kv(rows))
 
 

@@ -81,6 +81,16 @@ def test_run_report_has_every_section_and_the_run_numbers(demo_run_dir):
     assert "Problems reading the folder" not in page
 
 
+def test_configuration_reads_as_text_not_as_json(demo_run_dir):
+    page = build_report(demo_run_dir)
+    config = page[page.index('<section id="config">'):]
+    config = config[:config.index("</section>")]
+    config_json = json.loads((demo_run_dir / "config.json").read_text())
+    assert any(v is None for v in config_json.values()) and isinstance(config_json["resolved"]["memory"], dict)
+    assert "null" not in config and "{" not in config  # unset settings say "default"; records are key: value
+    assert "default" in config and "path: " in config
+
+
 def test_pictures_are_embedded_pngs_and_nothing_is_fetched(demo_run_dir):
     page = build_report(demo_run_dir)
     images = data_pngs(page)
@@ -121,7 +131,7 @@ def test_hostile_strings_from_the_folder_are_escaped(demo_run_dir, tmp_path):
     assert {tag for tag, _ in tags_of(page)} <= {"html", "head", "meta", "title", "style", "body", "header", "div",
                                                  "h1", "h2", "h3", "p", "code", "span", "nav", "a", "main", "section",
                                                  "table", "thead", "tbody", "tr", "th", "td", "img", "details",
-                                                 "summary", "b", "ul", "li", "figure", "figcaption", "dl", "dt", "dd"}
+                                                 "summary", "b", "br", "ul", "li", "figure", "figcaption", "dl", "dt", "dd"}
     assert all(not name.startswith("on") for _, attrs in tags_of(page) for name in attrs)
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page  # shown, as text
 
