@@ -78,3 +78,11 @@ def test_a_scan_can_be_cancelled_and_leaves_no_thread(qtbot, window):
     assert ended.args == [False]
     assert sv.result is None and "cancelled" in sv.verdict_label.text()
     assert sv.scan_action.isEnabled() and not live_threads()
+
+
+def test_scan_time_left_is_said_once_there_is_enough_to_go_on():
+    from bcu_gui.app.scan_view import scan_time_left
+
+    assert scan_time_left(1.0, 0.5) == ""  # too early to say
+    assert scan_time_left(30.0, 0.01) == ""
+    assert scan_time_left(30.0, 0.25) == " · 1:30 left"
