@@ -93,19 +93,3 @@ def test_the_governor_sets_torch_threads_and_reports_a_change_once(tmp_path: Pat
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
-
-
-def test_importing_bcu_gui_asks_openmp_to_wait_passively_unless_the_user_chose() -> None:
-    import os
-    import subprocess
-    import sys
-
-    code = "import os, bcu_gui; print(os.environ['OMP_WAIT_POLICY'])"
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    root = str(Path(__file__).resolve().parents[2])
-    out = subprocess.run([sys.executable, "-c", code], env={**env, "PYTHONPATH": root}, capture_output=True,
-                         text=True, check=True).stdout.strip()
-    assert out == "PASSIVE"
-    out = subprocess.run([sys.executable, "-c", code], env={**env, "PYTHONPATH": root, "OMP_WAIT_POLICY": "ACTIVE"},
-                         capture_output=True, text=True, check=True).stdout.strip()
-    assert out == "ACTIVE"
