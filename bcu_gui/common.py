@@ -1,21 +1,19 @@
 """Helpers both faces share (the CLI and the app): number formatting and a one-line-error argument parser.
 
 Qt-free and light to import (the CLI imports it before torch); it depends on nothing but the standard
-library, so both ``bcu`` and ``bcu-gui`` can parse their command lines before anything heavy loads.
+library (and core/numbers.py, which is standard library only), so both ``bcu`` and ``bcu-gui`` can parse their command lines before anything heavy loads.
 """
 
 from __future__ import annotations
 
 import argparse
 
+from .core.numbers import pct  # noqa: F401 (the faces' one percentage format)
+
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 
-def pct(value: float | None, width: int = 0) -> str:
-    """A fraction as a percentage with one decimal ('98.0%'), 'n/a' when unknown; right-aligned to ``width``."""
-    text = "n/a" if value is None else f"{value * 100:.1f}%"
-    return text.rjust(width)
 
 
 class OneLineParser(argparse.ArgumentParser):

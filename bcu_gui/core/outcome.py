@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from .numbers import pct
+
 if TYPE_CHECKING:
     from .summary import ScanRecord, Scores
 
@@ -43,16 +45,12 @@ class Outcome:
         return self.kind not in ("ruined", "remains")
 
 
-def _pct(value: float) -> str:
-    return f"{100 * value:.1f}%"
-
-
 def _ruin(teacher: "Scores", cleansed: "Scores") -> str | None:
     """Why the student no longer classifies, or None while it does."""
     if cleansed.agreement is not None and cleansed.agreement < RUINED_AGREEMENT:
-        return f"it agrees with the teacher on only {_pct(cleansed.agreement)} of the unlabelled images"
+        return f"it agrees with the teacher on only {pct(cleansed.agreement)} of the unlabelled images"
     if cleansed.acc is not None and teacher.acc is not None and teacher.acc - cleansed.acc > RUINED_ACC_DROP:
-        return f"its ACC fell to {_pct(cleansed.acc)} from the teacher's {_pct(teacher.acc)}"
+        return f"its ACC fell to {pct(cleansed.acc)} from the teacher's {pct(teacher.acc)}"
     return None
 
 
@@ -70,13 +68,13 @@ def judge(teacher: "Scores", cleansed: "Scores", *, cancelled: bool = False,
     cost = f"; ACC fell {100 * drop:.1f} points" if drop is not None and drop > NOTABLE_ACC_DROP else ""
     if cleansed.asr is not None:
         if cleansed.asr > REMOVED_ASR:
-            return Outcome("remains", f"the backdoor remains: ASR {_pct(cleansed.asr)} on the triggered set"
+            return Outcome("remains", f"the backdoor remains: ASR {pct(cleansed.asr)} on the triggered set"
                                       f"{cost}")
         if flagged:
-            return Outcome("remains", f"ASR {_pct(cleansed.asr)} on the given trigger, but the rescan still flags "
+            return Outcome("remains", f"ASR {pct(cleansed.asr)} on the given trigger, but the rescan still flags "
                                       f"class {cleansed_scan.suspected_class}: another trigger may remain{cost}")
-        return Outcome("removed", f"backdoor removed: ASR {_pct(cleansed.asr)}"
-                                  + (f" (teacher {_pct(teacher.asr)})" if teacher.asr is not None else "") + cost)
+        return Outcome("removed", f"backdoor removed: ASR {pct(cleansed.asr)}"
+                                  + (f" (teacher {pct(teacher.asr)})" if teacher.asr is not None else "") + cost)
     if flagged:
         return Outcome("remains", f"the backdoor remains: the rescan still flags class "
                                   f"{cleansed_scan.suspected_class}{cost}")

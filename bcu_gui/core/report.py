@@ -25,12 +25,12 @@ import datetime as _dt
 import html
 import io
 import json
-import math
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from . import atomic, report_charts, untrusted
 from .errors import ConfigError
+from .numbers import finite, pct
 from .runfolder import layout
 from .runfolder.layout import REPORT_NAME
 from .runfolder.reader import MAX_JSON_BYTES, RunRecord, is_run_folder, read_json_lenient, read_run
@@ -52,22 +52,11 @@ def esc(value: Any) -> str:
     return html.escape("" if value is None else str(value), quote=True)
 
 
-def _num(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
-def pct(value: Any) -> str:
-    v = _num(value)
-    return "n/a" if v is None else f"{v * 100:.1f}%"
-
-
 def fmt(value: Any, spec: str = "") -> str:
     """A number formatted with ``spec``, any other value escaped as text; '-' for None."""
     if value is None:
         return "-"
-    v = _num(value)
+    v = finite(value)
     if v is not None and spec:
         return esc(format(v, spec))
     return esc(value)
@@ -257,7 +246,7 @@ def _curves_section(rec: RunRecord) -> str:
     if not rec.metrics:
         return _section("curves", "Curves", '<p class="muted">No epoch was recorded (metrics.jsonl is empty or '
                                             "absent).</p>")
-    epochs = [int(e) if _num(e) is not None else i + 1 for i, e in enumerate(_series(rec, "epoch"))]
+    epochs = [int(e) if finite(e) is not None else i + 1 for i, e in enumerate(_series(rec, "epoch"))]
     images = [_img(report_charts.loss_chart(epochs, _series(rec, "loss")), "loss per epoch")]
     series: dict[str, tuple[list[Any], str, str]] = {}
     # agreement first: it follows ACC closely and must not hide it
@@ -268,7 +257,7 @@ def _curves_section(rec: RunRecord) -> str:
                                       ("ema_acc", "EMA ACC", report_charts.BLUE, ":"),
                                       ("ema_asr", "EMA ASR", report_charts.RED, ":")):
         values = _series(rec, key)
-        if any(_num(v) is not None for v in values):
+        if any(finite(v) is not None for v in values):
             series[label] = (values, colour, style)
     refs: dict[str, tuple[float | None, str, str]] = {}
     if rec.summary is not None:
@@ -341,14 +330,14 @@ def _reinit_section(rec: RunRecord) -> str:
         return _section("reinit", "Re-initialisation", '<p class="muted">Not recorded.</p>')
     rows = []
     for group, ratio in ratios.items():
-        count, total = _num(counts.get(group)) if isinstance(counts, dict) else None, \
-            _num(totals.get(group)) if isinstance(totals, dict) else None
-        share = count / total if count is not None and total else _num(ratio)
+        count, total = finite(counts.get(group)) if isinstance(counts, dict) else None, \
+            finite(totals.get(group)) if isinstance(totals, dict) else None
+        share = count / total if count is not None and total else finite(ratio)
         width = max(0.0, min(1.0, share or 0.0)) * 100
         rows.append([esc(group), fmt(ratio, ".3f"), fmt(count, ",.0f"), fmt(total, ",.0f"),
                      f'<span class="bar"><span style="width:{width:.1f}%"></span></span> {pct(share)}'])
-    all_count = sum(_num(v) or 0 for v in counts.values()) if isinstance(counts, dict) else 0
-    all_total = sum(_num(v) or 0 for v in totals.values()) if isinstance(totals, dict) else 0
+    all_count = sum(finite(v) or 0 for v in counts.values()) if isinstance(counts, dict) else 0
+    all_total = sum(finite(v) or 0 for v in totals.values()) if isinstance(totals, dict) else 0
     if all_total:
         rows.append(["<b>all</b>", "", f"<b>{all_count:,.0f}</b>", f"<b>{all_total:,.0f}</b>",
                      pct(all_count / all_total)])
@@ -417,15 +406,15 @@ def _timings_section(rec: RunRecord) -> str:
                  ("epochs", f"{fmt(s.epochs_completed)} of {fmt(s.epochs)}"), ("optimiser steps", fmt(s.steps)),
                  ("batch size", fmt(s.batch_size) + (f" <span class=\"muted\">{esc(s.batch_reason)}</span>"
                                                     if s.batch_reason else ""))]
-    per_epoch = [v for v in (_num(m.get("seconds")) for m in rec.metrics) if v is not None]
-    if s is not None and per_epoch and _num(s.batch_size) and s.epochs_completed and sum(per_epoch) > 0:
+    per_epoch = [v for v in (finite(m.get("seconds")) for m in rec.metrics) if v is not None]
+    if s is not None and per_epoch and finite(s.batch_size) and s.epochs_completed and sum(per_epoch) > 0:
         images = s.steps / s.epochs_completed * s.batch_size * len(per_epoch)  # per epoch, as the epochs ran
         rows.append(("throughput (epochs only, evaluation included)", f"{images / sum(per_epoch):,.1f} images/s"))
     if per_epoch:
         rows.append(("seconds per epoch", f"mean {sum(per_epoch) / len(per_epoch):.2f}, min {min(per_epoch):.2f}, "
                                           f"max {max(per_epoch):.2f}"))
     for phase, title in SCAN_PHASES:
-        seconds = _num((rec.scans.get(phase, {}).get("json") or {}).get("seconds"))
+        seconds = finite((rec.scans.get(phase, {}).get("json") or {}).get("seconds"))
         if seconds is not None:
             rows.append((f"scan of the {phase}", f"{seconds:.1f} s"))
     if not rows:
@@ -527,7 +516,7 @@ def _ratios_text(rec: RunRecord) -> str:
     ratios = rec.summary.reinit.ratios if rec.summary else _resolved(rec).get("ratios")
     if not isinstance(ratios, dict):
         return "-"
-    return ", ".join(f"{k}={_num(v):g}" if _num(v) is not None else f"{k}=?" for k, v in ratios.items())
+    return ", ".join(f"{k}={finite(v):g}" if finite(v) is not None else f"{k}=?" for k, v in ratios.items())
 
 
 def render_sweep(folder: Path) -> str:
@@ -537,17 +526,17 @@ def render_sweep(folder: Path) -> str:
     settings = read_json_lenient(folder, SWEEP_JSON, problems)
     runs = sweep_runs(folder, problems)
     finished = [r for r in runs if r.summary is not None]
-    use_asr = any(_num(r.summary.cleansed.asr) is not None for r in finished)
+    use_asr = any(finite(r.summary.cleansed.asr) is not None for r in finished)
     x_label = "ASR" if use_asr else "proxy ASR"
 
     def x_of(rec: RunRecord) -> float | None:
         s = rec.summary
         if use_asr:
-            return _num(s.cleansed.asr)
-        return _num(s.cleansed_scan.proxy_asr) if s.cleansed_scan is not None else None
+            return finite(s.cleansed.asr)
+        return finite(s.cleansed_scan.proxy_asr) if s.cleansed_scan is not None else None
 
     numbered = list(enumerate(runs, start=1))
-    plotted = [(n, x_of(r), _num(r.summary.cleansed.acc)) for n, r in numbered if r.summary is not None]
+    plotted = [(n, x_of(r), finite(r.summary.cleansed.acc)) for n, r in numbered if r.summary is not None]
     plotted = [(n, x, y) for n, x, y in plotted if x is not None and y is not None]
     sections = [_problems_section(problems)]
     body = ""
@@ -558,9 +547,9 @@ def render_sweep(folder: Path) -> str:
         teacher = None
         t = finished[0].summary.teacher if finished else None
         if t is not None:
-            tx = _num(t.asr) if use_asr else _num(finished[0].summary.teacher_scan.proxy_asr
+            tx = finite(t.asr) if use_asr else finite(finished[0].summary.teacher_scan.proxy_asr
                                                      if finished[0].summary.teacher_scan else None)
-            if tx is not None and _num(t.acc) is not None:
+            if tx is not None and finite(t.acc) is not None:
                 teacher = (tx, float(t.acc))
         chart = report_charts.sweep_scatter(points, [n for n, _, _ in plotted], x_label, teacher)
         body += _img(chart, f"final ACC against {x_label} per run")

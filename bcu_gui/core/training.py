@@ -36,6 +36,7 @@ from .eval_schedule import ScheduledEvaluator
 from .evaluation import Evaluator
 from .fastteacher import folded_teacher
 from .lossreader import LossReader
+from .numbers import pct
 from .events import EpochEnd, Step
 from .streaming import StreamedImages
 from .summary import ReinitRecord, RunSummary, Scores
@@ -487,7 +488,7 @@ class Distiller:
             last_weights = _snapshot(self.student) if estimated else None
             self.student.load_state_dict(self.best_weights)
             chosen = s.best
-            self.kept_reason = (f"the lowest ASR ({_pct(s.best.asr)}) among epochs with ACC within "
+            self.kept_reason = (f"the lowest ASR ({pct(s.best.asr)}) among epochs with ACC within "
                                 f"{ACC_TOLERANCE * 100:g} points of the teacher's")
             if estimated:  # chosen on a subset estimate: measure it in full, and let the last epoch compete
                 chosen = s.best = self._measured_in_full(s.best)
@@ -496,13 +497,13 @@ class Distiller:
                         and better(dataclasses.asdict(last), chosen, s.teacher.acc if s.teacher else None):
                     self.student.load_state_dict(last_weights)
                     chosen = s.best = last
-                self.kept_reason = (f"the lowest ASR ({_pct(chosen.asr)}, on the full sets) among epochs with ACC "
+                self.kept_reason = (f"the lowest ASR ({pct(chosen.asr)}, on the full sets) among epochs with ACC "
                                     f"within {ACC_TOLERANCE * 100:g} points of the teacher's (epochs compared on "
                                     "a subset estimate, the candidate and the last epoch in full)")
         elif self.keep == "proxy" and self.proxy_weights is not None and s.proxy is not None:
             self.student.load_state_dict(self.proxy_weights)
             chosen = s.proxy
-            self.kept_reason = (f"the lowest proxy ASR ({_pct(s.proxy_asr)}) among epochs agreeing with the "
+            self.kept_reason = (f"the lowest proxy ASR ({pct(s.proxy_asr)}) among epochs agreeing with the "
                                 f"teacher on at least {(1 - PROXY_AGREEMENT_MARGIN) * 100:g}% of the images")
         elif self.keep == "ema" and self.ema is not None and self.ema.model is not None and s.epoch_step == 0 \
                 and s.ema is not None:
@@ -587,5 +588,5 @@ def _snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def _pct(value: float | None) -> str:
+def pct(value: float | None) -> str:
     return "n/a" if value is None else f"{value * 100:.1f}%"
