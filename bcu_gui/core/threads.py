@@ -9,9 +9,10 @@ it measures how much CPU time *other* processes used (Linux ``/proc/stat`` minus
 adjusts, and reports when the machine is contended so the front ends can say why a run is slow. With one
 thread per job there are no sibling threads to spin against, so the wait policy no longer matters.
 
-Why not a passive OpenMP wait policy as well: measured alone on 2 cores it made every step 1.2x slower
-(threads sleep and wake between parallel regions), and under contention it bought no more than one thread
-per job does (both 1.6-1.7x against 3.4x for two jobs spinning with two threads each).
+Why not a passive OpenMP wait policy as well: under contention it bought no more than one thread per job does
+(both 1.6-1.7x a step against 3.2-3.4x for two jobs spinning with two threads each, two runs of the
+benchmark), alone it measured 1.2x slower in one run and even in the other, and the user's own OpenMP
+settings stay theirs.
 
 A user who sets ``OMP_NUM_THREADS`` (or ``MKL_NUM_THREADS``) has chosen: that number is kept and never changed.
 Where ``/proc`` does not exist (macOS, Windows) other programs' use is unknown and the job uses every CPU it may
