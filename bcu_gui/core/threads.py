@@ -5,7 +5,7 @@ desktop user always has something else running; with one other PyTorch process o
 processes' spinning threads fight over the same cores and an epoch ran 15-30x slower instead of 2x (issue
 #22, point 8; ``benchmarks/contention.py`` measures it). So a CPU job trains with **the CPUs actually free**:
 it measures how much CPU time *other* processes used (Linux ``/proc/stat`` minus this process's own
-``/proc/self/stat``) and trains with the CPUs left, at least one; it measures again at every epoch end and
+``/proc/self/stat``) and trains with the CPUs left, at least one and never more than the process had; it measures again at every epoch end and
 adjusts, and reports when the machine is contended so the front ends can say why a run is slow. With one
 thread per job there are no sibling threads to spin against, so the wait policy no longer matters.
 
@@ -121,14 +121,17 @@ class ThreadChoice:
         return f"CPU threads: {self.threads} of {cpus} CPUs (the machine is otherwise idle)"
 
 
-def choose_threads(others: float | None, cpus: int | None = None, pinned: int | None = None) -> ThreadChoice:
-    """Threads for the CPUs left free: ``cpus - round(others)``, at least 1; a pinned count is kept as is."""
+def choose_threads(others: float | None, cpus: int | None = None, pinned: int | None = None,
+                   ceiling: int | None = None) -> ThreadChoice:
+    """Threads for the CPUs left free: ``cpus - round(others)``, at least 1 and at most ``ceiling`` (the count
+    the process had when the job began: torch's default, or what its caller set); a pinned count is kept."""
     cpus = usable_cpus() if cpus is None else cpus
+    top = cpus if ceiling is None else max(1, min(cpus, ceiling))
     if pinned is not None:
         return ThreadChoice(pinned, others, True)
     if others is None:
-        return ThreadChoice(cpus, None, False)
-    return ThreadChoice(max(1, min(cpus, cpus - int(others + 0.5))), others, False)
+        return ThreadChoice(top, None, False)
+    return ThreadChoice(max(1, min(top, cpus - int(others + 0.5))), others, False)
 
 
 class ThreadGovernor:
@@ -143,6 +146,9 @@ class ThreadGovernor:
         self._pinned = pinned_threads(environ)
         self._proc = proc
         self._cpus = usable_cpus()
+        # never more threads than the process had: a caller that set torch.set_num_threads(1) (a benchmark, an
+        # embedding program) keeps at most that; only contention lowers it
+        self._ceiling = torch.get_num_threads()
         self._last: CpuSample | None = None
         self._contended: bool | None = None
         self.choice: ThreadChoice | None = None
@@ -155,7 +161,7 @@ class ThreadGovernor:
         others = others_busy(self._last, now)
         if now is not None and others is not None:
             self._last = now
-        choice = choose_threads(others, self._cpus, self._pinned)
+        choice = choose_threads(others, self._cpus, self._pinned, self._ceiling)
         if others is None and self.choice is not None:  # a window too short to measure: keep the last choice
             choice = self.choice
         if choice.threads != torch.get_num_threads():

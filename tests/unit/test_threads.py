@@ -17,6 +17,8 @@ def test_threads_follow_the_cpus_left_free() -> None:
     assert choose_threads(1.0, cpus=2).threads == 1
     assert choose_threads(5.0, cpus=2).threads == 1  # never fewer than one
     assert choose_threads(2.6, cpus=8).threads == 5
+    assert choose_threads(0.0, cpus=8, ceiling=1).threads == 1  # a caller's torch.set_num_threads(1) holds
+    assert choose_threads(None, cpus=8, ceiling=3).threads == 3
 
 
 def test_a_pinned_count_is_kept_whatever_else_runs() -> None:
@@ -77,6 +79,7 @@ def test_the_governor_sets_torch_threads_and_reports_a_change_once(tmp_path: Pat
     monkeypatch.setattr(threads.time, "monotonic", lambda: next(clock))
     hz = threads._clock_ticks()
     before = torch.get_num_threads()
+    torch.set_num_threads(2)  # the ceiling the governor reads when it is made
     try:
         gov = ThreadGovernor(environ={}, proc=_fake_proc(tmp_path, 0, 0))
         gov.start()
