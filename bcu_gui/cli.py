@@ -160,9 +160,10 @@ def _cleanse_args(p: argparse.ArgumentParser, demo: bool = False, sweep: bool = 
                         "the default; 0 with the others)")
     p.add_argument("--adv-eps", type=float, metavar="E", default=None,
                    help="L_inf budget of those perturbations in pixel units, 0..1 (default 0.2)")
-    p.add_argument("--adv-mode", choices=("targeted", "untargeted", "focused"), default=None,
+    p.add_argument("--adv-mode", choices=("targeted", "untargeted", "focused", "top"), default=None,
                    help="focused (default): one perturbation per class, pushed towards it, and only a class "
-                        "whose shortcut stands out from the others carries the term; targeted: every class "
+                        "whose shortcut stands out from the others carries the term; top (an experiment): only "
+                        "the class standing highest, by its lead over the runner-up; targeted: every class "
                         "carries it; untargeted: one perturbation, pushed away from the teacher's answer")
     p.add_argument("--adv-step", type=float, metavar="F", default=None,
                    help="the perturbations' ascent step per optimiser step, a fraction of the budget (default 0.25)")

@@ -126,3 +126,19 @@ def test_the_cli_flags_reach_the_config_and_a_resume_refuses_to_change_them(tmp_
                                                       "unlabeled": str(tmp_path / "u"), "resolved": {}}))
     with pytest.raises(ConfigError, match="--adversarial"):
         cli._config(resumed)
+
+
+def test_the_top_form_weighs_only_the_leading_class_by_its_lead_over_the_runner_up():
+    from bcu_gui.core.unlearning import AdversarialConsistency, AdversarialSettings
+
+    adv = AdversarialConsistency(AdversarialSettings(mode="top"), 4, (1, 2, 2), torch.device("cpu"), 0)
+    adv.success.copy_(torch.tensor([0.5, 0.98, 0.8, 0.9]))
+    which = torch.tensor([0, 1, 2, 3])
+    teacher = torch.zeros(4, 4)
+    teacher[:, 0] = 5  # the teacher says class 0 for every image: class 0's own images are not counted
+    student = torch.full((4, 4), -5.0)
+    student[torch.arange(4), which] = 5  # every perturbation reaches its class this step
+    weights = adv.class_weights(student, teacher, which)
+    lead = (adv.success[1] - adv.success[3]) / (1 - adv.success[3])
+    assert weights[1] == pytest.approx(4 * float(lead))
+    assert weights[0] == weights[2] == weights[3] == 0
