@@ -71,7 +71,8 @@ SCENARIOS = [  # (name, workers, env, governed)
 
 def run_scenario(workers: int, extra: dict[str, str], governed: bool, steps: int) -> list[dict]:
     env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS",
-                                                            "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+                                                            "OMP_WAIT_POLICY", "GOMP_SPINCOUNT",
+                                                            "BCU_FIXED_THREADS")}
     env.update(extra)
     cmd = [sys.executable, __file__, "--worker", "--steps", str(steps)] + (["--governed"] if governed else [])
     procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True) for _ in range(workers)]

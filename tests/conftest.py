@@ -13,6 +13,11 @@ import torch
 from bcu_gui.core.outcome import EXIT_RUINED
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+# Jobs keep that count (core/threads.py): they must not change threads with the machine's load during the suite,
+# since several tests compare runs bit for bit (resume, memory against streamed), and a different thread count
+# changes the float sums. Not OMP_NUM_THREADS: the torchrun launcher splits the CPUs between ranks when it is
+# unset. The thread policy's own tests unset this.
+os.environ.setdefault("BCU_FIXED_THREADS", "1")
 
 
 @pytest.fixture

@@ -15,6 +15,8 @@ benchmark), alone it measured 1.2x slower in one run and even in the other, and 
 settings stay theirs.
 
 A user who sets ``OMP_NUM_THREADS`` (or ``MKL_NUM_THREADS``) has chosen: that number is kept and never changed.
+``BCU_FIXED_THREADS=1`` keeps whatever count the process has: runs then repeat bit for bit whatever else the
+machine does (a different thread count changes float sums), which the test suite relies on.
 Where ``/proc`` does not exist (macOS, Windows) other programs' use is unknown and the job uses every CPU it may
 run on, as PyTorch would.
 """
@@ -29,6 +31,7 @@ from pathlib import Path
 import torch
 
 PINNING_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+FIXED_VARIABLE = "BCU_FIXED_THREADS"  # set (not 0): keep the process's thread count, for repeatable runs
 CONTENDED_SHARE = 0.5  # other programs using at least half a CPU make the machine "contended"
 
 
@@ -43,6 +46,8 @@ def usable_cpus() -> int:
 def pinned_threads(environ: dict[str, str] | None = None) -> int | None:
     """The thread count the user fixed through the environment, or None when they left it to us."""
     env = os.environ if environ is None else environ
+    if env.get(FIXED_VARIABLE, "").strip() not in ("", "0"):
+        return torch.get_num_threads()
     for name in PINNING_VARIABLES:
         value = env.get(name, "").strip()
         if value.isdigit() and int(value) > 0:
@@ -111,7 +116,7 @@ class ThreadChoice:
 
     def describe(self, cpus: int) -> str:
         if self.pinned:
-            return f"CPU threads: {self.threads} (set by OMP_NUM_THREADS / MKL_NUM_THREADS)"
+            return f"CPU threads: {self.threads} (fixed by OMP_NUM_THREADS, MKL_NUM_THREADS or BCU_FIXED_THREADS)"
         if self.others is None:
             return f"CPU threads: {self.threads} of {cpus} CPUs (other programs' use is not measured here)"
         if self.contended:

@@ -261,6 +261,7 @@ def test_a_cpu_run_says_how_many_threads_it_uses_and_gives_the_count_back(tiny_c
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    monkeypatch.delenv("BCU_FIXED_THREADS", raising=False)
     monkeypatch.setattr(threads, "others_busy", lambda before, after: 1.4)  # another program holds 1.4 CPUs
     monkeypatch.setattr(threads, "usable_cpus", lambda: 2)
     before = torch.get_num_threads()

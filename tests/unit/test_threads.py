@@ -42,7 +42,9 @@ def test_contention_is_named_with_the_numbers() -> None:
 
 @pytest.mark.parametrize("env, expected", [({}, None), ({"OMP_NUM_THREADS": "3"}, 3),
                                            ({"MKL_NUM_THREADS": "2"}, 2), ({"OMP_NUM_THREADS": "0"}, None),
-                                           ({"OMP_NUM_THREADS": "four"}, None)])
+                                           ({"OMP_NUM_THREADS": "four"}, None),
+                                           ({"BCU_FIXED_THREADS": "1"}, torch.get_num_threads()),
+                                           ({"BCU_FIXED_THREADS": "0"}, None)])
 def test_pinning_comes_from_the_environment(env: dict[str, str], expected: int | None) -> None:
     assert pinned_threads(env) == expected
 
