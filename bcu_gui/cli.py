@@ -23,6 +23,7 @@ from .core.groups import DEFAULT_PRESET, PRESET_NAMES, parse_ratios
 from .core.outcome import EXIT_RUINED
 from .core.runfolder.layout import CONFIG_FILE
 from .core.keep import KEEP_CHOICES, KEEP_HELP
+from .stop_signals import Abort, SaveThenAbort, handling
 
 
 def _model_args(p: argparse.ArgumentParser, optional: bool = False) -> None:
@@ -195,18 +196,6 @@ def _batch_size(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"expected a whole number or 'auto', got '{text}'") from None
 
 
-class _Abort(BaseException):  # like KeyboardInterrupt: no "except Exception" in the job may swallow it
-    """A second stop signal: give up at once (the run folder keeps its last resume point)."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-
-# Ctrl-C, ``kill`` / a scheduler / ``timeout`` (SIGTERM) and a closed terminal or logout (SIGHUP)
-STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _main(argv)
@@ -250,7 +239,7 @@ def _main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("bcu: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except _Abort as stop:
+    except Abort as stop:
         print(f"bcu: {signal.Signals(stop.signum).name} again: aborted without saving; the run folder keeps its "
               "last completed epoch (continue it with `bcu cleanse --resume RUN_DIR`)", file=sys.stderr)
         return 128 + stop.signum
@@ -501,47 +490,37 @@ def _cleanse_in(args: argparse.Namespace, cfg, ctx, reporter) -> int:
     job = CleanseJob(cfg, model=model, hooks=hooks, resume=resume, dist=ctx)
     for hook in hooks:
         hook.cancel = lambda: job.cancelled  # a stop signal during a scan stops it too
-    stopped_by: list[int] = []
-
-    def on_signal(signum, frame):  # the first stop signal: stop at the next batch and save; a second: give up
-        if job.cancelled:
-            if ctx is not None:  # torchrun's own: it forwards one signal and kills 30 s later; never abort a save
-                return
-            raise _Abort(signum)
-        stopped_by.append(signum)
-        name = signal.Signals(signum).name
-        if ctx is None or ctx.is_main:
-            print(f"\nbcu: {name}: stopping after this batch and saving ({name} again to abort)...",
-                  file=sys.stderr)
-        job.cancel(name)
-
-    previous = {s: signal.signal(s, on_signal) for s in STOP_SIGNALS}
+    speaks = ctx is None or ctx.is_main
+    rule = SaveThenAbort(lambda: job.cancelled, job.cancel,
+                         lambda name: (f"\nbcu: {name}: stopping after this batch and saving ({name} again to "
+                                       "abort)...") if speaks else None,
+                         abortable=ctx is None)  # under torchrun, never abort a save (it kills 30 s later)
+    stopped_by = rule.stopped_by
     try:
-        for event in job.events():
-            reporter.handle(event)
-            if isinstance(event, Failed):
-                print(f"{who}: error: {printable(event.message)}", file=sys.stderr)
-                return EXIT_BAD_INPUT if event.kind == "input" else EXIT_FAILED
-            if isinstance(event, Finished):
-                if hooks and not args.json:
-                    from .scan_command import verdict_lines
+        with handling(rule):
+            for event in job.events():
+                reporter.handle(event)
+                if isinstance(event, Failed):
+                    print(f"{who}: error: {printable(event.message)}", file=sys.stderr)
+                    return EXIT_BAD_INPUT if event.kind == "input" else EXIT_FAILED
+                if isinstance(event, Finished):
+                    if hooks and not args.json:
+                        from .scan_command import verdict_lines
 
-                    print("\n".join(verdict_lines(event.summary)))
-                if event.cancelled:
-                    if ctx is None or ctx.is_main:
-                        again = f" --nproc {ctx.world_size}" if ctx is not None else ""
-                        print(f"bcu: stopped; continue with `bcu cleanse --resume {printable(event.run_dir)}{again}`",
-                              file=sys.stderr)
-                    return 128 + stopped_by[0] if stopped_by else EXIT_INTERRUPTED
-                if event.summary.outcome().kind == "ruined":
-                    if ctx is not None and not ctx.is_main:  # rank 0 says the verdict and carries its exit code
-                        return EXIT_OK
-                    print(f"bcu: {event.summary.outcome().headline}", file=sys.stderr)
-                    return EXIT_RUINED
-                return EXIT_OK
+                        print("\n".join(verdict_lines(event.summary)))
+                    if event.cancelled:
+                        if ctx is None or ctx.is_main:
+                            again = f" --nproc {ctx.world_size}" if ctx is not None else ""
+                            print(f"bcu: stopped; continue with "
+                                  f"`bcu cleanse --resume {printable(event.run_dir)}{again}`", file=sys.stderr)
+                        return 128 + stopped_by[0] if stopped_by else EXIT_INTERRUPTED
+                    if event.summary.outcome().kind == "ruined":
+                        if ctx is not None and not ctx.is_main:  # rank 0 says the verdict and carries its exit code
+                            return EXIT_OK
+                        print(f"bcu: {event.summary.outcome().headline}", file=sys.stderr)
+                        return EXIT_RUINED
+                    return EXIT_OK
     finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
         reporter.close()
     return EXIT_FAILED
 

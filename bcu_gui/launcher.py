@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from .core.outcome import EXIT_RUINED
+from .stop_signals import handling
 from .loopback import LOOPBACK, bind_agent_stores_to_loopback, loopback_interface
 
 NPROC = "--nproc"
-STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
 def strip_nproc(argv: Sequence[str]) -> list[str]:
@@ -117,12 +117,8 @@ def run(argv: Sequence[str], nproc: int) -> int:
             print(f"\nbcu: {name}: stopping every process after this step and saving...", file=sys.stderr)
             proc.send_signal(signum)
 
-    previous = {s: signal.signal(s, forward) for s in STOP_SIGNALS}
-    try:
+    with handling(forward):
         rc = proc.wait()
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
     if stopped:
         return 128 + stopped[0]
     return 128 - rc if rc < 0 else rc

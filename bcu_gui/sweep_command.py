@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import signal
 import sys
 from typing import Callable
 
@@ -23,6 +22,7 @@ from .common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, pct
 from .core.atomic import dumps
 from .core.errors import ConfigError
 from .core.printable import printable
+from .stop_signals import SaveThenAbort, handling
 
 
 def add_parser(sub, model_args: Callable, cleanse_args: Callable) -> argparse.ArgumentParser:
@@ -71,7 +71,6 @@ def spec_of(args: argparse.Namespace):
 
 def run(args: argparse.Namespace, config: Callable[[argparse.Namespace], object]) -> int:
     """Run the sweep verb; ``config`` is the CLI's builder of a ``CleanseConfig`` from the shared options."""
-    from .cli import STOP_SIGNALS, _Abort
     from .core.sweep import SweepJob
 
     spec = spec_of(args)
@@ -81,30 +80,18 @@ def run(args: argparse.Namespace, config: Callable[[argparse.Namespace], object]
     base = dataclasses.replace(config(args), out=None)
     job = SweepJob(spec, base, folder, scan_progress=_scan_progress())
     reporter = SweepReporter()
-    stopped_by: list[int] = []
-
-    def on_signal(signum, frame):  # the first: stop the run in progress and save it; a second: give up
-        if job.cancelled:
-            raise _Abort(signum)
-        stopped_by.append(signum)
-        name = signal.Signals(signum).name
-        print(f"\nbcu: {name}: stopping the sweep after this batch and saving ({name} again to abort)...",
-              file=sys.stderr)
-        job.cancel(name)
-
-    previous = {s: signal.signal(s, on_signal) for s in STOP_SIGNALS}
-    try:
+    rule = SaveThenAbort(lambda: job.cancelled, job.cancel,  # the first: stop the run in progress and save it
+                         lambda name: f"\nbcu: {name}: stopping the sweep after this batch and saving ({name} again "
+                                      "to abort)...")
+    with handling(rule):
         for event in job.events():
             code = reporter.handle(event, args.json)
             if code is not None:
                 if code == EXIT_OK and job.cancelled:
                     print(f"bcu: stopped; continue the sweep by running the same command again (--out {folder})",
                           file=sys.stderr)
-                    return 128 + stopped_by[0] if stopped_by else EXIT_INTERRUPTED
+                    return 128 + rule.stopped_by[0] if rule.stopped_by else EXIT_INTERRUPTED
                 return code
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
     return EXIT_FAILED
 
 
