@@ -410,7 +410,6 @@ class ScanView(QObject):
         return folder
 
 
-
 def scan_time_left(elapsed: float, fraction: float) -> str:
     """' · 1:20 left' once enough of the scan (the bar runs over every probe) has passed to say."""
     if fraction < 0.03 or elapsed < 2:

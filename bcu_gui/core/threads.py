@@ -5,8 +5,8 @@ desktop user always has something else running; with one other PyTorch process o
 processes' spinning threads fight over the same cores and an epoch ran 15-30x slower instead of 2x (issue
 #22, point 8; ``benchmarks/contention.py`` measures it). So a CPU job trains with **the CPUs actually free**:
 it measures how much CPU time *other* processes used (Linux ``/proc/stat`` minus this process's own
-``/proc/self/stat``) and trains with the CPUs left, at least one and never more than the process had; it measures again at every epoch end and
-adjusts, and reports when the machine is contended so the front ends can say why a run is slow. With one
+``/proc/self/stat``) and trains with the CPUs left, at least one and never more than the process had; it
+measures again at every epoch end and adjusts, and reports when the machine is contended so the front ends can say why a run is slow. With one
 thread per job there are no sibling threads to spin against, so the wait policy no longer matters.
 
 Why not a passive OpenMP wait policy as well: under contention it bought no more than one thread per job does

@@ -195,8 +195,8 @@ class AdversarialConsistency:
         n = len(pixels)
         logits = model(normalise(torch.cat([pixels, adv])))
         clean_logits, adv_logits = logits[:n], logits[n:]
-        focused = self.settings.mode in ("focused", "top")
-        weights = self.class_weights(adv_logits, teacher_logits, which) if focused else None
+        weighted = self.settings.mode in ("focused", "top")  # the forms that weigh classes by their success
+        weights = self.class_weights(adv_logits, teacher_logits, which) if weighted else None
         term = self.term(adv_logits, teacher_logits, weights)
         grad = self.targeted_gradient(adv_logits, d, which) if self.settings.mode != "untargeted" else None
         total = clean_loss(clean_logits) + self.settings.weight * term

@@ -131,7 +131,8 @@ def test_hostile_strings_from_the_folder_are_escaped(demo_run_dir, tmp_path):
     assert {tag for tag, _ in tags_of(page)} <= {"html", "head", "meta", "title", "style", "body", "header", "div",
                                                  "h1", "h2", "h3", "p", "code", "span", "nav", "a", "main", "section",
                                                  "table", "thead", "tbody", "tr", "th", "td", "img", "details",
-                                                 "summary", "b", "br", "ul", "li", "figure", "figcaption", "dl", "dt", "dd"}
+                                                 "summary", "b", "br", "ul", "li", "figure", "figcaption", "dl", "dt",
+                                                 "dd"}
     assert all(not name.startswith("on") for _, attrs in tags_of(page) for name in attrs)
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page  # shown, as text
 
